@@ -1,0 +1,333 @@
+//! Directive values: parsing, validation, defaults and the per-server merge.
+//!
+//! Plain Rust with no Apache types: the FFI layer (`ffi::directives`) hands each directive's
+//! raw argument to a `parse_*` function and stores the result in a `ServerConfig` living in
+//! Apache's config pool. Errors are complete sentences naming the directive, the bad value and
+//! the accepted forms, because Apache prints them verbatim when configtest fails.
+
+use std::fmt;
+
+/// What to do with a connection that stays in CLOSE_WAIT past the vhost's timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AutoClose {
+    /// Only track and show it.
+    Off = 0,
+    /// Shut it down gracefully.
+    On = 1,
+    /// Log it once at warn level and count it.
+    Report = 2,
+}
+
+impl AutoClose {
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoClose::Off => "Off",
+            AutoClose::On => "On",
+            AutoClose::Report => "Report",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> AutoClose {
+        match v {
+            1 => AutoClose::On,
+            2 => AutoClose::Report,
+            _ => AutoClose::Off,
+        }
+    }
+}
+
+impl fmt::Display for AutoClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub const DEFAULT_AUTO_CLOSE: AutoClose = AutoClose::Off;
+pub const DEFAULT_CLOSE_WAIT_TIMEOUT_MS: u64 = 30_000;
+pub const MIN_CLOSE_WAIT_TIMEOUT_MS: u64 = 100;
+pub const DEFAULT_SCAN_INTERVAL_MS: u64 = 1_000;
+pub const MIN_SCAN_INTERVAL_MS: u64 = 10;
+pub const MAX_SCAN_INTERVAL_MS: u64 = 60_000;
+pub const DEFAULT_RESCUE: bool = true;
+pub const DEFAULT_HUNG_CHILD_TIMEOUT_MS: u64 = 10_000;
+/// A hung-child timeout shorter than this would flag healthy children between two scans.
+pub const MIN_HUNG_CHILD_TIMEOUT_MS: u64 = 1_000;
+pub const MIN_SLOTS: u64 = 16;
+/// Keeps the shared segment under ~400 MiB even with a typo'd value.
+pub const MAX_SLOTS: u64 = 1_000_000;
+/// Durations are stored as milliseconds; one day is far beyond any sane setting.
+pub const MAX_DURATION_MS: u64 = 86_400_000;
+
+/// One server's (main server or vhost) directive values; `None` means "not set here".
+///
+/// Lives in Apache's config pool, so it is plain `Copy` data with no destructor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ServerConfig {
+    pub auto_close: Option<AutoClose>,
+    pub close_wait_timeout_ms: Option<u64>,
+    pub scan_interval_ms: Option<u64>,
+    pub slots: Option<u64>,
+    pub rescue: Option<bool>,
+    pub hung_child_timeout_ms: Option<u64>,
+    /// Index of this server's row in the shared vhost table; set at post_config, not merged.
+    pub vhost_index: u32,
+}
+
+impl ServerConfig {
+    /// Apache's merge: what the vhost sets wins, the rest comes from the main server.
+    pub fn merge(base: &ServerConfig, add: &ServerConfig) -> ServerConfig {
+        ServerConfig {
+            auto_close: add.auto_close.or(base.auto_close),
+            close_wait_timeout_ms: add.close_wait_timeout_ms.or(base.close_wait_timeout_ms),
+            scan_interval_ms: add.scan_interval_ms.or(base.scan_interval_ms),
+            slots: add.slots.or(base.slots),
+            rescue: add.rescue.or(base.rescue),
+            hung_child_timeout_ms: add.hung_child_timeout_ms.or(base.hung_child_timeout_ms),
+            vhost_index: add.vhost_index,
+        }
+    }
+
+    pub fn auto_close(&self) -> AutoClose {
+        self.auto_close.unwrap_or(DEFAULT_AUTO_CLOSE)
+    }
+    pub fn close_wait_timeout_ms(&self) -> u64 {
+        self.close_wait_timeout_ms
+            .unwrap_or(DEFAULT_CLOSE_WAIT_TIMEOUT_MS)
+    }
+    pub fn scan_interval_ms(&self) -> u64 {
+        self.scan_interval_ms.unwrap_or(DEFAULT_SCAN_INTERVAL_MS)
+    }
+    pub fn rescue(&self) -> bool {
+        self.rescue.unwrap_or(DEFAULT_RESCUE)
+    }
+    pub fn hung_child_timeout_ms(&self) -> u64 {
+        self.hung_child_timeout_ms
+            .unwrap_or(DEFAULT_HUNG_CHILD_TIMEOUT_MS)
+    }
+}
+
+const DURATION_FORMS: &str = "a duration such as 500ms, 5s, 2m, or a bare number of seconds";
+
+/// Parses `500ms`, `5s`, `2m` or a bare number of seconds into milliseconds.
+/// `None` for anything else (including overflow); callers wrap it in a directive error.
+pub fn parse_duration_ms(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let (digits, unit_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (v, 1_000)
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit_ms)
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A duration directive bounded to `[min_ms, max_ms]`.
+pub fn parse_bounded_duration(
+    directive: &str,
+    value: &str,
+    min_ms: u64,
+    max_ms: u64,
+) -> Result<u64, String> {
+    let range = format!("from {} to {}", fmt_ms(min_ms), fmt_ms(max_ms));
+    match parse_duration_ms(value) {
+        Some(ms) if (min_ms..=max_ms).contains(&ms) => Ok(ms),
+        Some(_) => Err(format!(
+            "{directive}: '{value}' is out of range; expected {DURATION_FORMS}, {range}"
+        )),
+        None => Err(format!(
+            "{directive}: invalid value '{value}'; expected {DURATION_FORMS}, {range}"
+        )),
+    }
+}
+
+pub fn parse_close_wait_timeout(value: &str) -> Result<u64, String> {
+    parse_bounded_duration(
+        "SocketGuardCloseWaitTimeout",
+        value,
+        MIN_CLOSE_WAIT_TIMEOUT_MS,
+        MAX_DURATION_MS,
+    )
+}
+
+pub fn parse_scan_interval(value: &str) -> Result<u64, String> {
+    parse_bounded_duration(
+        "SocketGuardScanInterval",
+        value,
+        MIN_SCAN_INTERVAL_MS,
+        MAX_SCAN_INTERVAL_MS,
+    )
+}
+
+pub fn parse_hung_child_timeout(value: &str) -> Result<u64, String> {
+    parse_bounded_duration(
+        "SocketGuardHungChildTimeout",
+        value,
+        MIN_HUNG_CHILD_TIMEOUT_MS,
+        MAX_DURATION_MS,
+    )
+}
+
+pub fn parse_auto_close(value: &str) -> Result<AutoClose, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(AutoClose::On),
+        "off" => Ok(AutoClose::Off),
+        "report" => Ok(AutoClose::Report),
+        _ => Err(format!(
+            "SocketGuardAutoClose: invalid value '{value}'; expected On, Off or Report"
+        )),
+    }
+}
+
+pub fn parse_rescue(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!(
+            "SocketGuardRescue: invalid value '{value}'; expected On or Off"
+        )),
+    }
+}
+
+pub fn parse_slots(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let n = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse::<u64>().ok()
+    } else {
+        None
+    };
+    match n {
+        Some(n) if (MIN_SLOTS..=MAX_SLOTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "SocketGuardSlots: invalid value '{value}'; expected a whole number of slots from {MIN_SLOTS} to {MAX_SLOTS}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_every_documented_form() {
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("5s"), Some(5_000));
+        assert_eq!(parse_duration_ms("2m"), Some(120_000));
+        assert_eq!(parse_duration_ms("60"), Some(60_000));
+        assert_eq!(parse_duration_ms(" 7s "), Some(7_000));
+    }
+
+    #[test]
+    fn durations_reject_everything_else() {
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "-1",
+            "1.5s",
+            "5h",
+            "abc",
+            "5 s",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timeout_errors_name_directive_value_and_forms() {
+        let e = parse_close_wait_timeout("soon").unwrap_err();
+        assert!(e.starts_with("SocketGuardCloseWaitTimeout:"), "{e}");
+        assert!(
+            e.contains("'soon'") && e.contains("500ms") && e.contains("2m"),
+            "{e}"
+        );
+        let e = parse_close_wait_timeout("50ms").unwrap_err();
+        assert!(e.contains("out of range") && e.contains("100ms"), "{e}");
+        assert_eq!(parse_close_wait_timeout("100ms"), Ok(100));
+    }
+
+    #[test]
+    fn scan_interval_bounds() {
+        assert_eq!(parse_scan_interval("10ms"), Ok(10));
+        assert_eq!(parse_scan_interval("60s"), Ok(60_000));
+        assert_eq!(parse_scan_interval("1m"), Ok(60_000));
+        assert!(parse_scan_interval("9ms").is_err());
+        assert!(parse_scan_interval("61s")
+            .unwrap_err()
+            .contains("SocketGuardScanInterval"));
+    }
+
+    #[test]
+    fn hung_child_timeout_bounds() {
+        assert_eq!(parse_hung_child_timeout("10s"), Ok(10_000));
+        assert!(parse_hung_child_timeout("500ms").is_err());
+    }
+
+    #[test]
+    fn auto_close_is_case_insensitive() {
+        assert_eq!(parse_auto_close("on"), Ok(AutoClose::On));
+        assert_eq!(parse_auto_close("REPORT"), Ok(AutoClose::Report));
+        assert_eq!(parse_auto_close("Off"), Ok(AutoClose::Off));
+        let e = parse_auto_close("yes").unwrap_err();
+        assert!(e.contains("SocketGuardAutoClose") && e.contains("'yes'") && e.contains("Report"));
+    }
+
+    #[test]
+    fn rescue_and_slots() {
+        assert_eq!(parse_rescue("Off"), Ok(false));
+        assert!(parse_rescue("maybe")
+            .unwrap_err()
+            .contains("SocketGuardRescue"));
+        assert_eq!(parse_slots("16"), Ok(16));
+        assert!(parse_slots("15").is_err());
+        assert!(parse_slots("-3").is_err());
+        assert!(parse_slots("lots")
+            .unwrap_err()
+            .contains("SocketGuardSlots"));
+    }
+
+    #[test]
+    fn merge_prefers_vhost_and_inherits_the_rest() {
+        let main = ServerConfig {
+            auto_close: Some(AutoClose::Report),
+            close_wait_timeout_ms: Some(5_000),
+            scan_interval_ms: Some(250),
+            ..Default::default()
+        };
+        let vhost = ServerConfig {
+            auto_close: Some(AutoClose::On),
+            vhost_index: 3,
+            ..Default::default()
+        };
+        let m = ServerConfig::merge(&main, &vhost);
+        assert_eq!(m.auto_close(), AutoClose::On);
+        assert_eq!(m.close_wait_timeout_ms(), 5_000);
+        assert_eq!(m.scan_interval_ms(), 250);
+        assert_eq!(m.vhost_index, 3);
+        let d = ServerConfig::merge(&ServerConfig::default(), &ServerConfig::default());
+        assert_eq!(d.auto_close(), AutoClose::Off);
+        assert_eq!(d.close_wait_timeout_ms(), 30_000);
+        assert_eq!(d.scan_interval_ms(), 1_000);
+        assert!(d.rescue());
+        assert_eq!(d.hung_child_timeout_ms(), 10_000);
+    }
+}

@@ -1,0 +1,109 @@
+//! Connection hooks: claim a slot at accept, mark lingering close, release on pool cleanup.
+
+use std::ffi::{c_int, c_void};
+
+use crate::clock::mono_ms;
+use crate::ffi::bindings as b;
+use crate::ffi::boundary::guarded;
+use crate::ffi::conn::{self, ConnTrack};
+use crate::ffi::{log, server_conf};
+use crate::messages;
+use crate::runtime;
+use crate::table::state::ConnState;
+
+const OK: c_int = b::OK;
+
+/// Claims a slot for a new connection. `csd` is the accepted socket (ap_get_conn_socket is not
+/// set up yet at this point).
+pub unsafe extern "C" fn pre_connection(c: *mut b::conn_rec, csd: *mut c_void) -> c_int {
+    guarded("pre_connection", OK, || {
+        // SAFETY: Apache passes a live conn_rec; HTTP/2 secondary connections (master set)
+        // share the primary's socket and are not connections of their own.
+        let cr = unsafe { &*c };
+        if !cr.master.is_null() {
+            return OK;
+        }
+        let Some(table) = runtime::table() else {
+            return OK;
+        };
+        let now = mono_ms();
+        let Some(handle) = table.claim(runtime::pid(), runtime::next_hint(), now) else {
+            if runtime::first_table_full() {
+                log::warn(cr.base_server, messages::TABLE_FULL, &format!(
+                    "connection table full ({} slots): new connections are served but not tracked; raise SocketGuardSlots",
+                    table.nslots()
+                ));
+            }
+            return OK;
+        };
+        let mut fd: b::apr_os_sock_t = -1;
+        // SAFETY: csd is the apr_socket_t of this connection; apr_os_sock_get writes its fd.
+        unsafe { b::apr_os_sock_get(&mut fd, csd as *mut b::apr_socket_t) };
+        let inode = crate::sys::socket::inode(fd).unwrap_or_else(|e| {
+            log::debug(
+                cr.base_server,
+                messages::SOCKET_IDENTITY,
+                &format!("cannot read socket inode of fd {fd}: {e}"),
+            );
+            0
+        });
+        // SAFETY: base_server and the addresses are set by the core before pre_connection.
+        let (vhost, client, local) = unsafe {
+            let vhost = server_conf::of(cr.base_server)
+                .map(|s| s.vhost_index)
+                .unwrap_or(0);
+            (
+                vhost,
+                conn::socket_addr(cr.client_addr),
+                conn::socket_addr(cr.local_addr),
+            )
+        };
+        if let Some(slot) = table.owned(handle) {
+            slot.set_socket(fd, inode, &client, &local, vhost);
+        }
+        if let Some(row) = table.vhost(vhost) {
+            row.accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: c is live; the cleanup runs when the connection's pool is destroyed, after
+        // Apache has closed the socket — it only frees the slot and never touches the fd.
+        unsafe {
+            let data = conn::set_track(c, ConnTrack { handle });
+            if data.is_null() {
+                table.release(handle);
+                return OK;
+            }
+            b::apr_pool_cleanup_register(
+                cr.pool,
+                data,
+                Some(connection_cleanup),
+                Some(b::apr_pool_cleanup_null),
+            );
+        }
+        table.set_state(handle, ConnState::Reading, now);
+        OK
+    })
+}
+
+/// Apache is about to do its lingering close.
+pub unsafe extern "C" fn pre_close_connection(c: *mut b::conn_rec) -> c_int {
+    guarded("pre_close_connection", OK, || {
+        // SAFETY: Apache passes a live conn_rec.
+        if let (Some(t), Some(table)) = (unsafe { conn::track_of(c) }, runtime::table()) {
+            table.set_state(t.handle, ConnState::Closing, mono_ms());
+        }
+        OK
+    })
+}
+
+/// Connection pool cleanup: the connection is over, free its slot.
+unsafe extern "C" fn connection_cleanup(data: *mut c_void) -> b::apr_status_t {
+    guarded("connection cleanup", 0, || {
+        // SAFETY: `data` is the ConnTrack registered with this cleanup, still in the pool.
+        let track = unsafe { *(data as *const ConnTrack) };
+        if let Some(table) = runtime::table() {
+            table.release(track.handle);
+        }
+        0
+    })
+}

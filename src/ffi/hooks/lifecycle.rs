@@ -1,0 +1,274 @@
+//! Process lifecycle: post_config (parent: the shared table), child_init / child exit (the
+//! child's row and guard thread), monitor (parent: reclaim what dead children held).
+
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::clock::mono_ms;
+use crate::config::ServerConfig;
+use crate::ffi::bindings as b;
+use crate::ffi::boundary::guarded;
+use crate::ffi::shm::{self, Outcome};
+use crate::ffi::{conn, log, server_conf};
+use crate::guard::GuardThread;
+use crate::messages;
+use crate::runtime;
+use crate::table::layout::MAX_LISTEN_PORTS;
+use crate::table::SharedTable;
+
+const OK: c_int = b::OK;
+const DECLINED: c_int = b::DECLINED;
+
+fn mpm_query(code: i32) -> i32 {
+    let mut v: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int for the documented query codes used here.
+    let rv = unsafe { b::ap_mpm_query(code, &mut v) };
+    if rv == 0 {
+        v
+    } else {
+        0
+    }
+}
+
+/// Table capacity when SocketGuardSlots is not set: every worker thread the MPM could ever
+/// run (its hard limits), times 4 for async MPMs (event keeps idle keep-alive and lingering
+/// connections without a thread), plus headroom. Returns (slots, child rows).
+fn default_sizes() -> (usize, usize) {
+    let daemons = mpm_query(b::AP_MPMQ_HARD_LIMIT_DAEMONS).max(1) as usize;
+    let threads = mpm_query(b::AP_MPMQ_HARD_LIMIT_THREADS).max(1) as usize;
+    let async_factor = if mpm_query(b::AP_MPMQ_IS_ASYNC) != 0 {
+        4
+    } else {
+        1
+    };
+    let slots = (daemons * threads * async_factor + 64).min(crate::config::MAX_SLOTS as usize);
+    // Old-generation children may overlap new ones during a graceful restart.
+    (slots, daemons * 2 + 16)
+}
+
+pub unsafe extern "C" fn post_config(
+    _pconf: *mut b::apr_pool_t,
+    _plog: *mut b::apr_pool_t,
+    _ptemp: *mut b::apr_pool_t,
+    s: *mut b::server_rec,
+) -> c_int {
+    guarded("post_config", OK, || {
+        // The first pass at start-up is a dry run; shared memory made then would be thrown away.
+        // SAFETY: plain query of Apache's global state.
+        if unsafe { b::ap_state_query(b::AP_SQ_MAIN_STATE) } == b::AP_SQ_MS_CREATE_PRE_CONFIG {
+            return OK;
+        }
+        // SAFETY: s is the main server, live for the whole config generation.
+        let main = unsafe { server_conf::of(s) }
+            .map(|c| *c)
+            .unwrap_or_default();
+        let (auto_slots, nchildren) = default_sizes();
+        let nslots = main.slots.map(|n| n as usize).unwrap_or(auto_slots);
+        // SAFETY: parent process, post_config, with the process pool as required.
+        let outcome = unsafe { shm::find_or_create((*(*s).process).pool, nslots, nchildren) };
+        let table = match outcome {
+            Ok(Outcome::Created(t)) => {
+                log::notice(s, messages::TABLE_CREATED, &format!(
+                    "connection table created: {nslots} slots, {nchildren} child rows, {} bytes of shared memory",
+                    SharedTable::required_size(nslots, nchildren)
+                ));
+                t
+            }
+            Ok(Outcome::Reused(t)) => {
+                let generation = t.header().generation.fetch_add(1, Relaxed) + 1;
+                log::notice(s, messages::TABLE_REUSED, &format!(
+                    "restart: connection table kept ({nslots} slots), counters continue, generation {generation}"
+                ));
+                t
+            }
+            Ok(Outcome::Replaced(t, why)) => {
+                log::warn(s, messages::TABLE_REPLACED, &format!(
+                    "restart: connection table replaced ({why}; now {nslots} slots): counters start again"
+                ));
+                t
+            }
+            Err(e) => {
+                log::err(s, messages::TABLE_UNAVAILABLE, &format!(
+                    "cannot create the shared connection table ({e}): connections are served but not tracked"
+                ));
+                runtime::set_table(None);
+                return OK;
+            }
+        };
+        publish_settings(&table, &main);
+        // SAFETY: s heads Apache's live server list for this generation.
+        unsafe { register_servers(&table, s) };
+        runtime::set_table(Some(table));
+        OK
+    })
+}
+
+fn publish_settings(table: &SharedTable, main: &ServerConfig) {
+    let h = table.header();
+    h.scan_interval_ms.store(main.scan_interval_ms(), Relaxed);
+    h.hung_child_timeout_ms
+        .store(main.hung_child_timeout_ms(), Relaxed);
+    let mut ports: Vec<u16> = Vec::new();
+    // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
+    // post_config and not modified while hooks run; we only read ports from it.
+    unsafe {
+        let mut lr = b::ap_listeners;
+        while let Some(l) = lr.as_ref() {
+            let port = conn::socket_addr(l.bind_addr).port();
+            if port != 0 && !ports.contains(&port) && ports.len() < MAX_LISTEN_PORTS {
+                ports.push(port);
+            }
+            lr = l.next;
+        }
+    }
+    for (slot, port) in h.listen_ports.iter().zip(&ports) {
+        slot.store(*port as u32, Relaxed);
+    }
+    h.listen_port_count.store(ports.len() as u32, Relaxed);
+}
+
+/// Gives every server (main and vhosts) its row, keyed by `ServerName:port` so rows and their
+/// counters are found again after a restart, and records its AutoClose settings there.
+///
+/// # Safety
+/// `s` must head Apache's live server list.
+unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
+    let mut full_logged = false;
+    let mut cur = s;
+    // SAFETY: per the contract; each server_rec and its config live for the generation.
+    unsafe {
+        while let Some(sr) = cur.as_ref() {
+            let name = conn::text(sr.server_hostname);
+            let name = if name.is_empty() {
+                "(unnamed)".into()
+            } else {
+                name
+            };
+            let port = server_port(sr);
+            let index = table.register_vhost(&name, port);
+            if index as usize == crate::table::layout::MAX_VHOSTS - 1 && !full_logged {
+                full_logged = true;
+                log::warn(
+                    s,
+                    messages::VHOSTS_FULL,
+                    "more than 256 distinct servers: the rest are counted together in the last row",
+                );
+            }
+            if let Some(conf) = server_conf::of(cur) {
+                conf.vhost_index = index;
+                if let Some(row) = table.vhost(index) {
+                    row.auto_close.store(conf.auto_close() as u32, Relaxed);
+                    row.close_wait_timeout_ms
+                        .store(conf.close_wait_timeout_ms(), Relaxed);
+                }
+            }
+            cur = sr.next;
+        }
+    }
+}
+
+/// The port a server answers on: ServerName's port, else its <VirtualHost> address's, else the
+/// first listener's.
+///
+/// # Safety
+/// `sr` must be a live server_rec.
+unsafe fn server_port(sr: &b::server_rec) -> u16 {
+    if sr.port != 0 {
+        return sr.port;
+    }
+    // SAFETY: per the contract; addrs is null or a live list.
+    unsafe {
+        if let Some(a) = sr.addrs.as_ref() {
+            if a.host_port != 0 {
+                return a.host_port;
+            }
+        }
+        b::ap_listeners
+            .as_ref()
+            .map(|l| conn::socket_addr(l.bind_addr).port())
+            .unwrap_or(0)
+    }
+}
+
+pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::server_rec) {
+    guarded("child_init", (), || {
+        let Some(table) = runtime::table() else {
+            return;
+        };
+        let pid = std::process::id();
+        let start_time = crate::sys::procfs::stat(pid)
+            .map(|st| st.start_time)
+            .unwrap_or(0);
+        let generation = table.header().generation.load(Relaxed);
+        let row = table.claim_child(pid, generation, start_time, mono_ms());
+        runtime::enter_child(pid, row);
+        match row {
+            None => log::warn(s, messages::CHILD_TABLE_FULL, &format!(
+                "no free child row for pid {pid}: its guard does not run and it shows no check-ins"
+            )),
+            Some(row) => match GuardThread::start(table, row) {
+                Ok(g) => {
+                    runtime::set_guard(Some(g));
+                    log::debug(s, messages::GUARD_STARTED, &format!("guard thread started in pid {pid} (generation {generation})"));
+                }
+                Err(e) => log::err(s, messages::GUARD_UNAVAILABLE, &format!(
+                    "cannot start the guard thread in pid {pid} ({e}): connections are tracked but not scanned"
+                )),
+            },
+        }
+        // SAFETY: pchild lives until this child exits; the cleanup runs then, in this process.
+        unsafe {
+            b::apr_pool_cleanup_register(
+                pchild,
+                std::ptr::null(),
+                Some(child_exit),
+                Some(b::apr_pool_cleanup_null),
+            )
+        };
+    })
+}
+
+/// pchild cleanup: the child is exiting. Connection pools (sub-pools) are already gone, so what
+/// is still claimed here was never released; free it so it does not look open.
+unsafe extern "C" fn child_exit(_data: *mut c_void) -> b::apr_status_t {
+    guarded("child exit", 0, || {
+        if let Some(g) = runtime::set_guard(None) {
+            g.stop();
+        }
+        let Some(table) = runtime::table() else {
+            return 0;
+        };
+        let pid = runtime::pid();
+        let n = table.release_all_of(pid);
+        if n > 0 {
+            log::debug(
+                std::ptr::null(),
+                messages::CHILD_EXIT_RELEASED,
+                &format!("pid {pid} exiting: released {n} slots"),
+            );
+        }
+        if let Some(row) = runtime::child_row() {
+            table.release_child(row, pid);
+        }
+        0
+    })
+}
+
+/// Parent, about every 10 s: free the slots and rows of children that died (crash, SIGKILL,
+/// MaxConnectionsPerChild) so they never stay "open" on the status page.
+pub unsafe extern "C" fn monitor(_p: *mut b::apr_pool_t, s: *mut b::server_rec) -> c_int {
+    guarded("monitor", DECLINED, || {
+        let Some(table) = runtime::table() else {
+            return DECLINED;
+        };
+        let n = table.reclaim_dead(crate::sys::procfs::is_alive);
+        if n > 0 {
+            log::notice(
+                s,
+                messages::SLOTS_RECLAIMED,
+                &format!("reclaimed {n} connection slots of children that died"),
+            );
+        }
+        DECLINED
+    })
+}

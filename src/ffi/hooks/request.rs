@@ -1,0 +1,79 @@
+//! Request hooks: once a request is read, attribute the connection to the request's vhost and
+//! record method and path; after logging, the connection is idle again.
+
+use std::ffi::c_int;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::clock::mono_ms;
+use crate::ffi::bindings as b;
+use crate::ffi::boundary::guarded;
+use crate::ffi::conn;
+use crate::ffi::server_conf;
+use crate::runtime;
+use crate::table::state::ConnState;
+
+const DECLINED: c_int = b::DECLINED;
+
+pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
+    guarded("post_read_request", DECLINED, || {
+        // SAFETY: Apache passes a live request_rec whose connection is live.
+        let rr = unsafe { &*r };
+        let Some(track) = (unsafe { conn::track_of(rr.connection) }) else {
+            return DECLINED;
+        };
+        let Some(table) = runtime::table() else {
+            return DECLINED;
+        };
+        let Some(slot) = table.owned(track.handle) else {
+            return DECLINED;
+        };
+        // Name-based vhosts are only known now; the arrival vhost was a guess.
+        // SAFETY: r->server is the request's (merged) server.
+        let vhost = unsafe { server_conf::of(rr.server) }
+            .map(|s| s.vhost_index)
+            .unwrap_or(0);
+        let old = slot.vhost.swap(vhost, Relaxed);
+        let first = slot.requests.fetch_add(1, Relaxed) == 0;
+        if first && old != vhost {
+            // "Accepted" per vhost counts a connection where its first request went.
+            if let Some(row) = table.vhost(old) {
+                row.accepted.fetch_sub(1, Relaxed);
+            }
+            if let Some(row) = table.vhost(vhost) {
+                row.accepted.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(row) = table.vhost(vhost) {
+            row.requests.fetch_add(1, Relaxed);
+        }
+        table.counters().requests.fetch_add(1, Relaxed);
+        // The path without query string: parsed_uri.path is the raw path as sent.
+        // SAFETY: method and parsed_uri.path are null or NUL-terminated strings in r->pool.
+        let (method, path) = unsafe { (conn::text(rr.method), conn::text(rr.parsed_uri.path)) };
+        slot.write_text(&method, &path);
+        table.set_state(track.handle, ConnState::Handling, mono_ms());
+        DECLINED
+    })
+}
+
+pub unsafe extern "C" fn log_transaction(r: *mut b::request_rec) -> c_int {
+    guarded("log_transaction", DECLINED, || {
+        // SAFETY: Apache passes a live request_rec whose connection is live.
+        let rr = unsafe { &*r };
+        let Some(track) = (unsafe { conn::track_of(rr.connection) }) else {
+            return DECLINED;
+        };
+        let Some(table) = runtime::table() else {
+            return DECLINED;
+        };
+        // SAFETY: as above.
+        let keepalive = unsafe { (*rr.connection).keepalive } == b::AP_CONN_KEEPALIVE as _;
+        let state = if keepalive {
+            ConnState::Keepalive
+        } else {
+            ConnState::Closing
+        };
+        table.set_state(track.handle, state, mono_ms());
+        DECLINED
+    })
+}

@@ -1,0 +1,142 @@
+//! The `socket_guard_module` symbol Apache loads, its directive table and hook registration.
+//!
+//! Apache writes `module_index` (and links `next`) into this struct at load time, so it must be
+//! a mutable static: a read-only one lands in a read-only page and crashes configtest.
+
+use std::ffi::{c_char, c_void};
+use std::ptr::{addr_of, null, null_mut};
+
+use super::bindings as b;
+use super::{directives, hooks, server_conf, status_handler};
+
+/// Wrapper so the command table (which holds raw pointers) can be an immutable static.
+#[repr(transparent)]
+pub struct CommandTable<const N: usize>(pub [b::command_rec; N]);
+// SAFETY: the table is never written after compilation; Apache only reads it.
+unsafe impl<const N: usize> Sync for CommandTable<N> {}
+
+/// One directive taking one argument, allowed in `contexts` (RSRC_CONF: server config and
+/// <VirtualHost>; server-config-only directives re-check with GLOBAL_ONLY when parsed).
+const fn take1(
+    name: &'static std::ffi::CStr,
+    func: unsafe extern "C" fn(*mut b::cmd_parms, *mut c_void, *const c_char) -> *const c_char,
+    help: &'static std::ffi::CStr,
+) -> b::command_rec {
+    b::command_rec {
+        name: name.as_ptr(),
+        func: b::cmd_func { take1: Some(func) },
+        cmd_data: null_mut(),
+        req_override: b::RSRC_CONF,
+        args_how: b::TAKE1,
+        errmsg: help.as_ptr(),
+    }
+}
+
+static COMMANDS: CommandTable<7> = CommandTable([
+    take1(c"SocketGuardAutoClose", directives::auto_close,
+        c"On | Off | Report - what to do with a connection stuck in CLOSE_WAIT past the timeout (default Off)"),
+    take1(c"SocketGuardCloseWaitTimeout", directives::close_wait_timeout,
+        c"duration (500ms, 5s, 2m or seconds; min 100ms) a connection may sit in CLOSE_WAIT before AutoClose acts (default 30s)"),
+    take1(c"SocketGuardScanInterval", directives::scan_interval,
+        c"duration between socket scans, 10ms to 60s (default 1s); server config only"),
+    take1(c"SocketGuardSlots", directives::slots,
+        c"capacity of the shared connection table, 16 to 1000000 (default: sized from the MPM limits); server config only"),
+    take1(c"SocketGuardRescue", directives::rescue,
+        c"On | Off - let the parent close CLOSE_WAIT sockets held by hung children or other processes (default On); server config only"),
+    take1(c"SocketGuardHungChildTimeout", directives::hung_child_timeout,
+        c"duration after which a child whose guard has not checked in is treated as hung, min 1s (default 10s); server config only"),
+    // SAFETY-free terminator: Apache stops at the first entry with a null name.
+    b::command_rec {
+        name: null(),
+        func: b::cmd_func { take1: None },
+        cmd_data: null_mut(),
+        req_override: 0,
+        args_how: 0,
+        errmsg: null(),
+    },
+]);
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut socket_guard_module: b::module = b::module {
+    version: b::MODULE_MAGIC_NUMBER_MAJOR,
+    minor_version: b::MODULE_MAGIC_NUMBER_MINOR,
+    module_index: -1,
+    // Apache derives the log tag from this name: "mod_socket_guard.c" → `socket_guard`.
+    name: c"mod_socket_guard.c".as_ptr(),
+    dynamic_load_handle: null_mut(),
+    next: null_mut(),
+    magic: b::MODULE_MAGIC_COOKIE as std::ffi::c_ulong,
+    rewrite_args: None,
+    create_dir_config: None,
+    merge_dir_config: None,
+    create_server_config: Some(server_conf::create),
+    merge_server_config: Some(server_conf::merge),
+    cmds: &COMMANDS.0 as *const [b::command_rec; 7] as *const b::command_rec,
+    register_hooks: Some(register_hooks),
+    flags: 0,
+};
+
+/// The module struct's address, for `ap_get_module_config` and friends.
+pub fn module_ptr() -> *const b::module {
+    addr_of!(socket_guard_module)
+}
+
+/// The index Apache assigned to this module (used for per-module LogLevel and config vectors).
+pub fn module_index() -> i32 {
+    // SAFETY: a plain read of an int Apache wrote once while loading the module, before any
+    // hook or thread of ours can run; nothing writes it concurrently.
+    unsafe { (*addr_of!(socket_guard_module)).module_index }
+}
+
+unsafe extern "C" fn register_hooks(_p: *mut b::apr_pool_t) {
+    super::boundary::guarded("register_hooks", (), || {
+        let middle = b::APR_HOOK_MIDDLE;
+        // SAFETY: registering hook functions with Apache's hook API during register_hooks,
+        // which is exactly when it expects them; the function pointers are to `extern "C"`
+        // functions of this module with the signatures bindgen derived from the headers.
+        unsafe {
+            b::ap_hook_post_config(Some(hooks::lifecycle::post_config), null(), null(), middle);
+            b::ap_hook_child_init(Some(hooks::lifecycle::child_init), null(), null(), middle);
+            b::ap_hook_monitor(Some(hooks::lifecycle::monitor), null(), null(), middle);
+            // Claim the slot before other modules' pre_connection hooks, so it covers the
+            // whole connection.
+            b::ap_hook_pre_connection(
+                Some(hooks::connection::pre_connection),
+                null(),
+                null(),
+                b::APR_HOOK_REALLY_FIRST,
+            );
+            b::ap_hook_pre_close_connection(
+                Some(hooks::connection::pre_close_connection),
+                null(),
+                null(),
+                middle,
+            );
+            b::ap_hook_post_read_request(
+                Some(hooks::request::post_read_request),
+                null(),
+                null(),
+                middle,
+            );
+            b::ap_hook_log_transaction(
+                Some(hooks::request::log_transaction),
+                null(),
+                null(),
+                b::APR_HOOK_LAST,
+            );
+            b::ap_hook_handler(Some(status_handler::handler), null(), null(), middle);
+            // mod_status's optional hook: our section on /server-status, if mod_status loads.
+            b::apr_optional_hook_add(
+                c"status_hook".as_ptr(),
+                Some(std::mem::transmute::<
+                    unsafe extern "C" fn(*mut b::request_rec, i32) -> i32,
+                    unsafe extern "C" fn(),
+                >(status_handler::status_hook)),
+                null(),
+                null(),
+                middle,
+            );
+        }
+    })
+}

@@ -1,0 +1,70 @@
+//! Stable error-log message ids, in the style of httpd's AHnnnnn numbers.
+//!
+//! Each id names exactly one message and is never reused or renumbered, so administrators can
+//! grep for it and monitoring can alert on it. docs/MESSAGES.md lists them for users.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgId(pub &'static str);
+
+/// Shared table created (first start, or layout/size changed).
+pub const TABLE_CREATED: MsgId = MsgId("SG0001");
+/// Shared table found again after a restart; counters continue.
+pub const TABLE_REUSED: MsgId = MsgId("SG0002");
+/// Shared memory could not be created: module degrades to doing nothing.
+pub const TABLE_UNAVAILABLE: MsgId = MsgId("SG0003");
+/// A Rust panic was caught at the FFI boundary.
+pub const PANIC_CAUGHT: MsgId = MsgId("SG0004");
+/// The table is full: new connections are served untracked (logged once per child).
+pub const TABLE_FULL: MsgId = MsgId("SG0005");
+/// The parent reclaimed slots of a child that died.
+pub const SLOTS_RECLAIMED: MsgId = MsgId("SG0006");
+/// A child's guard thread started.
+pub const GUARD_STARTED: MsgId = MsgId("SG0007");
+/// The guard thread could not be started: tracking continues, no scans from this child.
+pub const GUARD_UNAVAILABLE: MsgId = MsgId("SG0008");
+/// An existing segment had another layout or size and was replaced.
+pub const TABLE_REPLACED: MsgId = MsgId("SG0009");
+/// No free child row: this child's guard does not check in (shown as unknown).
+pub const CHILD_TABLE_FULL: MsgId = MsgId("SG0010");
+/// The socket's identity (inode) could not be read at accept.
+pub const SOCKET_IDENTITY: MsgId = MsgId("SG0011");
+/// More distinct servers than vhost rows: the rest share the last row.
+pub const VHOSTS_FULL: MsgId = MsgId("SG0012");
+/// A child exited still holding connections; their slots were released.
+pub const CHILD_EXIT_RELEASED: MsgId = MsgId("SG0013");
+/// Status page request with a bad query string (answered 400).
+pub const BAD_STATUS_QUERY: MsgId = MsgId("SG0014");
+
+/// Every id, for the uniqueness test and docs.
+pub const ALL: &[MsgId] = &[
+    TABLE_CREATED,
+    TABLE_REUSED,
+    TABLE_UNAVAILABLE,
+    PANIC_CAUGHT,
+    TABLE_FULL,
+    SLOTS_RECLAIMED,
+    GUARD_STARTED,
+    GUARD_UNAVAILABLE,
+    TABLE_REPLACED,
+    CHILD_TABLE_FULL,
+    SOCKET_IDENTITY,
+    VHOSTS_FULL,
+    CHILD_EXIT_RELEASED,
+    BAD_STATUS_QUERY,
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for id in super::ALL {
+            assert!(seen.insert(id.0), "duplicate {}", id.0);
+            assert!(
+                id.0.len() == 6
+                    && id.0.starts_with("SG")
+                    && id.0[2..].bytes().all(|b| b.is_ascii_digit())
+            );
+        }
+    }
+}

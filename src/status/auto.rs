@@ -1,0 +1,201 @@
+//! `?auto`: mod_status-style `Key: Value` lines for scripts and monitoring agents.
+//!
+//! Every line starts with a fixed ASCII key; values from the network or config pass through
+//! `escape::auto_value` (or `auto_token` inside `Vhost:` lines) so they can never start a
+//! line of their own.
+
+use std::fmt::Write;
+
+use super::escape::{auto_token, auto_value, float_fixed};
+use super::model::Snapshot;
+use super::open_in;
+use crate::table::state::ConnState;
+
+/// The `?auto` key for the open count of one state.
+fn state_key(state: ConnState) -> &'static str {
+    match state {
+        ConnState::Reading => "OpenReading",
+        ConnState::Handling => "OpenHandling",
+        ConnState::Keepalive => "OpenKeepalive",
+        ConnState::Closing => "OpenClosing",
+        ConnState::CloseWait => "OpenCloseWait",
+        // Not in ConnState::OPEN; never asked for.
+        _ => "OpenOther",
+    }
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::with_capacity(2048);
+    let t = &s.totals;
+    // `write!` to a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(o, "ServerVersion: {}", auto_value(&s.server_version));
+    let _ = writeln!(o, "ServerMPM: {}", auto_value(&s.mpm));
+    let _ = writeln!(o, "ModuleVersion: {}", auto_value(&s.module_version));
+    let _ = writeln!(o, "Uptime: {}", s.uptime_secs);
+    let _ = writeln!(o, "RestartGeneration: {}", s.generation);
+    let _ = writeln!(o, "SlotsTotal: {}", s.slots_total);
+    let _ = writeln!(o, "SlotsUsed: {}", s.slots_used);
+    let _ = writeln!(o, "ScanIntervalMs: {}", s.scan_interval_ms);
+    let _ = writeln!(o, "Accepted: {}", t.accepted);
+    let _ = writeln!(o, "Requests: {}", t.requests);
+    let _ = writeln!(o, "Closed: {}", t.closed);
+    let _ = writeln!(o, "Open: {}", t.open());
+    for state in ConnState::OPEN {
+        let _ = writeln!(o, "{}: {}", state_key(state), open_in(t, state));
+    }
+    let _ = writeln!(o, "CloseWaitNow: {}", t.close_wait_now);
+    let _ = writeln!(o, "ForceClosedGuard: {}", t.force_closed_guard);
+    let _ = writeln!(o, "ForceClosedRescue: {}", t.force_closed_rescue);
+    let _ = writeln!(o, "Reported: {}", t.reported);
+    let _ = writeln!(o, "Reclaimed: {}", t.reclaimed);
+    let _ = writeln!(o, "Untracked: {}", t.untracked);
+    let k = &s.kernel;
+    let view = if k.available {
+        "available"
+    } else {
+        "unavailable"
+    };
+    let _ = writeln!(o, "KernelView: {}", view);
+    let _ = writeln!(o, "KernelCloseWaitTracked: {}", k.tracked);
+    let _ = writeln!(o, "KernelCloseWaitUntracked: {}", k.untracked);
+    let _ = writeln!(o, "KernelCloseWaitLeaked: {}", k.leaked.len());
+    let h = &s.close_wait_histogram;
+    let _ = writeln!(o, "CloseWaitSecondsCount: {}", h.count());
+    let _ = writeln!(o, "CloseWaitSecondsSum: {}", float_fixed(h.sum_secs, 3));
+    for v in &s.vhosts {
+        let _ = writeln!(
+            o,
+            "Vhost: {}:{} AutoClose={} TimeoutMs={} Accepted={} Open={} CloseWait={} \
+             ForceClosedGuard={} ForceClosedRescue={} Reported={}",
+            auto_token(&v.name),
+            v.port,
+            v.auto_close.name(),
+            v.close_wait_timeout_ms,
+            v.accepted,
+            v.open,
+            v.close_wait_now,
+            v.force_closed_guard,
+            v.force_closed_rescue,
+            v.reported
+        );
+    }
+    for c in &s.children {
+        let _ = writeln!(
+            o,
+            "Child: {} Generation={} Open={} CheckinAgeMs={} Hung={}",
+            c.pid,
+            c.generation,
+            c.open,
+            c.checkin_age_ms,
+            u8::from(c.hung)
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::fixture;
+
+    /// Parses the output back into (key, value) pairs, checking each line's shape.
+    fn lines(out: &str) -> Vec<(String, String)> {
+        assert!(out.ends_with('\n'));
+        out.lines()
+            .map(|l| {
+                let (k, v) = l
+                    .split_once(": ")
+                    .unwrap_or_else(|| panic!("bad line {l:?}"));
+                assert!(
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphabetic()),
+                    "{l:?}"
+                );
+                assert!(!l.contains(['\r', '\u{85}', '\u{2028}']), "{l:?}");
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    fn get<'a>(kv: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+        kv.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn every_line_is_key_colon_value() {
+        let kv = lines(&render(&fixture::snapshot()));
+        // The hostile server version and vhost name must not have produced their own keys.
+        assert!(get(&kv, "Evil").is_empty());
+        assert_eq!(get(&kv, "SlotsTotal"), vec!["1024"]);
+    }
+
+    #[test]
+    fn counts_match_the_snapshot() {
+        let s = fixture::snapshot();
+        let kv = lines(&render(&s));
+        let one = |k: &str| {
+            let v = get(&kv, k);
+            assert_eq!(v.len(), 1, "{k}");
+            v[0].to_string()
+        };
+        assert_eq!(one("ServerVersion"), "Apache/2.4.99 (Test)?Evil: 1");
+        assert_eq!(one("Uptime"), "93784");
+        assert_eq!(one("RestartGeneration"), "2");
+        assert_eq!(one("SlotsUsed"), "4");
+        assert_eq!(one("ScanIntervalMs"), "1000");
+        assert_eq!(one("Accepted"), "1000");
+        assert_eq!(one("Requests"), "5000");
+        assert_eq!(one("Closed"), "990");
+        assert_eq!(one("Open"), s.totals.open().to_string());
+        assert_eq!(one("OpenReading"), "1");
+        assert_eq!(one("OpenClosing"), "0");
+        assert_eq!(one("OpenCloseWait"), "2");
+        assert_eq!(one("CloseWaitNow"), "2");
+        assert_eq!(one("ForceClosedGuard"), "7");
+        assert_eq!(one("ForceClosedRescue"), "3");
+        assert_eq!(one("Reported"), "5");
+        assert_eq!(one("Reclaimed"), "11");
+        assert_eq!(one("Untracked"), "13");
+        assert_eq!(one("KernelView"), "available");
+        assert_eq!(one("KernelCloseWaitTracked"), "2");
+        assert_eq!(one("KernelCloseWaitUntracked"), "1");
+        assert_eq!(one("KernelCloseWaitLeaked"), "2");
+        assert_eq!(one("CloseWaitSecondsCount"), "10");
+        assert_eq!(one("CloseWaitSecondsSum"), "321.500");
+    }
+
+    #[test]
+    fn vhost_and_child_lines() {
+        let kv = lines(&render(&fixture::snapshot()));
+        let vh = get(&kv, "Vhost");
+        assert_eq!(vh.len(), 2);
+        // Name sanitized into a single token; the rest are space-separated key=value pairs.
+        let first: Vec<&str> = vh[0].split(' ').collect();
+        assert_eq!(first[0], "evil_<b>\"host\"</b>\\_SlotsTotal:_0:80");
+        assert_eq!(first[1], "AutoClose=On");
+        assert_eq!(first.len(), 9);
+        assert_eq!(
+            vh[1],
+            "www.example.com:443 AutoClose=Report TimeoutMs=500 Accepted=400 Open=2 \
+             CloseWait=0 ForceClosedGuard=1 ForceClosedRescue=1 Reported=5"
+        );
+        assert_eq!(
+            get(&kv, "Child"),
+            vec![
+                "101 Generation=2 Open=4 CheckinAgeMs=250 Hung=0",
+                "102 Generation=1 Open=1 CheckinAgeMs=60000 Hung=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn unavailable_kernel_and_empty_snapshot() {
+        let kv = lines(&render(&Default::default()));
+        assert_eq!(get(&kv, "KernelView"), vec!["unavailable"]);
+        // All five open states are listed even when the snapshot has none.
+        assert_eq!(get(&kv, "OpenKeepalive"), vec!["0"]);
+        assert_eq!(get(&kv, "CloseWaitSecondsSum"), vec!["0.000"]);
+    }
+}

@@ -1,0 +1,429 @@
+//! The HTML status page: what a person reads at a glance.
+//!
+//! Styled after mod_status (plain headings, definition list, bordered tables) with a little
+//! inline CSS and no scripts or external resources, so it works under any CSP and offline.
+//! Every snapshot string passes through `escape::html` (aliased `e`) on its way in.
+
+use std::fmt::Write;
+
+use super::escape::{html as e, ms_as_secs};
+use super::model::{ChildRow, ConnRow, Snapshot, VhostRow};
+use super::{open_in, vhost_label};
+use crate::table::state::ConnState;
+
+const CSS: &str = "body{font-family:sans-serif;margin:1em 2em}\
+table{border-collapse:collapse;margin:.5em 0 1.5em}\
+th,td{border:1px solid #999;padding:2px 6px;text-align:left}\
+th{background:#ddd}td.n{text-align:right}\
+tr.cw td{background:#fdd}.hung{color:#b00;font-weight:bold}\
+.headline{font-size:1.3em;font-weight:bold;padding:.3em .6em;display:inline-block}\
+.headline.cw{background:#fdd;border:2px solid #b00}.headline.ok{background:#dfd}\
+code{white-space:pre-wrap;word-break:break-all}";
+
+pub fn render(s: &Snapshot, refresh: Option<u32>) -> String {
+    let mut o = String::with_capacity(8192);
+    o.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    if let Some(n) = refresh {
+        let _ = writeln!(o, "<meta http-equiv=\"refresh\" content=\"{n}\">");
+    }
+    let _ = writeln!(
+        o,
+        "<title>Socket Guard Status</title>\n<style>{CSS}</style>\n</head>\n<body>"
+    );
+    o.push_str("<h1>Socket Guard Status</h1>\n");
+    summary(&mut o, s);
+    headline(&mut o, s);
+    vhosts(&mut o, &s.vhosts);
+    children(&mut o, &s.children);
+    connections(&mut o, s);
+    kernel(&mut o, s);
+    histogram(&mut o, s);
+    o.push_str("</body>\n</html>\n");
+    o
+}
+
+/// "1 day 2 hours 3 minutes 4 seconds", as mod_status prints uptime.
+fn human_duration(secs: u64) -> String {
+    let parts = [
+        (secs / 86_400, "day"),
+        (secs / 3_600 % 24, "hour"),
+        (secs / 60 % 60, "minute"),
+        (secs % 60, "second"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if words.is_empty() {
+        "0 seconds".to_string()
+    } else {
+        words.join(" ")
+    }
+}
+
+fn summary(o: &mut String, s: &Snapshot) {
+    let t = &s.totals;
+    let by_state: Vec<String> = ConnState::OPEN
+        .iter()
+        .map(|&st| format!("{} {}", open_in(t, st), st.name()))
+        .collect();
+    let items = [
+        format!("Server Version: {}", e(&s.server_version)),
+        format!("Server MPM: {}", e(&s.mpm)),
+        format!("Module Version: {}", e(&s.module_version)),
+        format!("Uptime: {}", human_duration(s.uptime_secs)),
+        format!("Restart generation: {}", s.generation),
+        format!("Slots: {} used of {}", s.slots_used, s.slots_total),
+        format!("Scan interval: {} s", ms_as_secs(s.scan_interval_ms)),
+        format!(
+            "Connections: {} accepted, {} requests, {} closed, {} open ({})",
+            t.accepted,
+            t.requests,
+            t.closed,
+            t.open(),
+            by_state.join(", ")
+        ),
+        format!(
+            "Force-closed: {} by guard, {} rescued by parent; {} reported; {} reclaimed; \
+             {} untracked (table full)",
+            t.force_closed_guard, t.force_closed_rescue, t.reported, t.reclaimed, t.untracked
+        ),
+    ];
+    o.push_str("<dl>\n");
+    for item in items {
+        let _ = writeln!(o, "<dt>{item}</dt>");
+    }
+    o.push_str("</dl>\n");
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn headline(o: &mut String, s: &Snapshot) {
+    let n = s.totals.close_wait_now;
+    let class = if n > 0 { "cw" } else { "ok" };
+    let _ = writeln!(
+        o,
+        "<p class=\"headline {class}\" id=\"close-wait-now\">{} in CLOSE_WAIT now</p>",
+        plural(n, "socket", "sockets")
+    );
+    let leaked = s.kernel.leaked.len() as u64;
+    if leaked > 0 {
+        let _ = writeln!(
+            o,
+            "<p class=\"hung\">{} held outside Apache (see Kernel view)</p>",
+            plural(leaked, "leaked socket", "leaked sockets")
+        );
+    }
+}
+
+/// Opens a table with the given (static, trusted) header cells.
+fn table_head(o: &mut String, headers: &[&str]) {
+    o.push_str("<table>\n<tr>");
+    for h in headers {
+        let _ = write!(o, "<th>{h}</th>");
+    }
+    o.push_str("</tr>\n");
+}
+
+/// One row; cells are already escaped. Numeric cells (`n`) are right-aligned.
+fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
+    match class {
+        Some(c) => {
+            let _ = write!(o, "<tr class=\"{c}\">");
+        }
+        None => o.push_str("<tr>"),
+    }
+    for (text, numeric) in cells {
+        let _ = write!(
+            o,
+            "{}{text}</td>",
+            if *numeric { "<td class=\"n\">" } else { "<td>" }
+        );
+    }
+    o.push_str("</tr>\n");
+}
+
+fn num(v: impl ToString) -> (String, bool) {
+    (v.to_string(), true)
+}
+
+fn txt(v: String) -> (String, bool) {
+    (v, false)
+}
+
+fn vhosts(o: &mut String, rows: &[VhostRow]) {
+    o.push_str("<h2>Virtual hosts</h2>\n");
+    table_head(
+        o,
+        &[
+            "VHost",
+            "AutoClose",
+            "Timeout (s)",
+            "Accepted",
+            "Open",
+            "CLOSE_WAIT now",
+            "Force-closed (guard)",
+            "Rescued (parent)",
+            "Reported",
+        ],
+    );
+    for v in rows {
+        let class = (v.close_wait_now > 0).then_some("cw");
+        row(
+            o,
+            class,
+            &[
+                txt(e(&vhost_label(v))),
+                txt(v.auto_close.name().to_string()),
+                num(ms_as_secs(v.close_wait_timeout_ms)),
+                num(v.accepted),
+                num(v.open),
+                num(v.close_wait_now),
+                num(v.force_closed_guard),
+                num(v.force_closed_rescue),
+                num(v.reported),
+            ],
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+fn children(o: &mut String, rows: &[ChildRow]) {
+    o.push_str("<h2>Child processes</h2>\n");
+    table_head(
+        o,
+        &[
+            "PID",
+            "Generation",
+            "Open",
+            "Last check-in (s ago)",
+            "Status",
+        ],
+    );
+    for c in rows {
+        let status = if c.hung {
+            "<span class=\"hung\">HUNG</span>"
+        } else {
+            "ok"
+        };
+        row(
+            o,
+            c.hung.then_some("cw"),
+            &[
+                num(c.pid),
+                num(c.generation),
+                num(c.open),
+                num(ms_as_secs(c.checkin_age_ms)),
+                txt(status.to_string()),
+            ],
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+fn connections(o: &mut String, s: &Snapshot) {
+    o.push_str("<h2>Connections</h2>\n");
+    let rows = s.sorted_connections();
+    if rows.is_empty() {
+        o.push_str("<p>No open connections.</p>\n");
+        return;
+    }
+    table_head(
+        o,
+        &[
+            "PID",
+            "Client",
+            "Local port",
+            "VHost",
+            "State",
+            "Age (s)",
+            "In CLOSE_WAIT (s)",
+            "Requests",
+            "Method",
+            "Path",
+        ],
+    );
+    for c in rows {
+        conn_row(o, c);
+    }
+    o.push_str("</table>\n");
+}
+
+fn conn_row(o: &mut String, c: &ConnRow) {
+    let cw = c.state == ConnState::CloseWait;
+    let in_cw = c.close_wait_ms.map_or_else(|| "-".to_string(), ms_as_secs);
+    row(
+        o,
+        cw.then_some("cw"),
+        &[
+            num(c.pid),
+            txt(e(&c.client)),
+            num(c.local_port),
+            txt(e(&c.vhost)),
+            txt(c.state.name().to_string()),
+            num(ms_as_secs(c.age_ms)),
+            num(in_cw),
+            num(c.requests),
+            txt(e(&c.method)),
+            txt(format!("<code>{}</code>", e(&c.path))),
+        ],
+    );
+}
+
+fn kernel(o: &mut String, s: &Snapshot) {
+    let k = &s.kernel;
+    o.push_str("<h2>Kernel view</h2>\n");
+    if !k.available {
+        let why = k.error.as_deref().unwrap_or("no reason given");
+        let _ = writeln!(o, "<p>Kernel view unavailable: {}</p>", e(why));
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<p>CLOSE_WAIT sockets on this server's listening ports: {} tracked, {} untracked, \
+         {} leaked.</p>",
+        k.tracked,
+        k.untracked,
+        k.leaked.len()
+    );
+    if k.leaked.is_empty() {
+        return;
+    }
+    table_head(o, &["Client", "Local port", "Inode", "Holder PID"]);
+    for l in &k.leaked {
+        let holder = l
+            .holder_pid
+            .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        row(
+            o,
+            Some("cw"),
+            &[
+                txt(e(&l.client)),
+                num(l.local_port),
+                num(l.inode),
+                num(holder),
+            ],
+        );
+    }
+    o.push_str("</table>\n");
+}
+
+fn histogram(o: &mut String, s: &Snapshot) {
+    let h = &s.close_wait_histogram;
+    o.push_str("<h2>Time spent in CLOSE_WAIT before close</h2>\n");
+    table_head(o, &["Seconds", "Sockets"]);
+    for (i, b) in h.bounds_secs.iter().enumerate() {
+        let label = format!("&le; {}", super::escape::float(*b));
+        row(
+            o,
+            None,
+            &[txt(label), num(h.counts.get(i).copied().unwrap_or(0))],
+        );
+    }
+    // Whatever is past the last bound (the model's +Inf bucket).
+    let rest: u64 = h.counts.iter().skip(h.bounds_secs.len()).sum();
+    let last = match h.bounds_secs.last() {
+        Some(b) => format!("&gt; {}", super::escape::float(*b)),
+        None => "any".to_string(),
+    };
+    row(o, None, &[txt(last), num(rest)]);
+    let _ = writeln!(
+        o,
+        "</table>\n<p>{} closed after CLOSE_WAIT, {} s in total.</p>",
+        plural(h.count(), "socket", "sockets"),
+        super::escape::float_fixed(h.sum_secs, 3)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::fixture;
+
+    fn page() -> String {
+        render(&fixture::snapshot(), None)
+    }
+
+    #[test]
+    fn is_a_complete_page_without_scripts() {
+        let p = page();
+        assert!(p.starts_with("<!DOCTYPE html>"));
+        assert!(p.contains("<title>Socket Guard Status</title>"));
+        assert!(p.trim_end().ends_with("</html>"));
+        assert!(!p.contains("http-equiv"));
+        // Our own markup has no script, and the hostile path's script tag is escaped.
+        assert!(!p.to_lowercase().contains("<script"));
+        assert!(!p.contains("<img"));
+    }
+
+    #[test]
+    fn hostile_strings_are_escaped() {
+        let p = page();
+        assert!(p.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"));
+        assert!(p.contains("evil &lt;b&gt;&quot;host&quot;&lt;/b&gt;"));
+        assert!(!p.contains("<b>"));
+        assert!(p.contains("10.0.0.1:5555&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(p.contains("G&quot;ET&lt;"));
+    }
+
+    #[test]
+    fn refresh_meta() {
+        let p = render(&fixture::snapshot(), Some(7));
+        assert!(p.contains("<meta http-equiv=\"refresh\" content=\"7\">"));
+    }
+
+    #[test]
+    fn close_wait_headline_and_rows_first() {
+        let p = page();
+        assert!(p.contains(">2 sockets in CLOSE_WAIT now</p>"));
+        let table = &p[p.find("<h2>Connections</h2>").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        let rows: Vec<&str> = table.split("<tr").skip(2).collect();
+        assert_eq!(rows.len(), 5);
+        assert!(
+            rows[0].starts_with(" class=\"cw\">") && rows[0].contains("<td class=\"n\">45.5</td>")
+        );
+        assert!(rows[1].starts_with(" class=\"cw\">") && rows[1].contains("/cw-short"));
+        assert!(rows[2..]
+            .iter()
+            .all(|r| r.starts_with('>') && !r.contains("close_wait")));
+        let mut s = fixture::snapshot();
+        s.totals.close_wait_now = 1;
+        assert!(render(&s, None).contains(">1 socket in CLOSE_WAIT now</p>"));
+    }
+
+    #[test]
+    fn summary_children_kernel_histogram() {
+        let p = page();
+        assert!(p.contains("Uptime: 1 day 2 hours 3 minutes 4 seconds"));
+        assert!(p.contains("Slots: 4 used of 1024"));
+        assert!(p.contains("13 untracked"));
+        assert!(p.contains("<span class=\"hung\">HUNG</span>"));
+        assert!(p.contains("2 tracked, 1 untracked, 2 leaked"));
+        assert!(p.contains("<td class=\"n\">4242</td>") && p.contains(">unknown</td>"));
+        assert!(p.contains("198.51.100.9:1234\n&lt;b&gt;"));
+        assert!(p.contains("<td>&le; 0.1</td><td class=\"n\">2</td>"));
+        assert!(p.contains("<td>&gt; 30</td><td class=\"n\">4</td>"));
+        assert!(p.contains("10 sockets closed after CLOSE_WAIT, 321.500 s in total."));
+    }
+
+    #[test]
+    fn kernel_unavailable_shows_the_escaped_reason() {
+        let mut s = fixture::snapshot();
+        s.kernel.available = false;
+        s.kernel.error = Some("sock_diag: <denied>".into());
+        let p = render(&s, None);
+        assert!(p.contains("Kernel view unavailable: sock_diag: &lt;denied&gt;"));
+        assert!(render(&Default::default(), None).contains("No open connections."));
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(0), "0 seconds");
+        assert_eq!(human_duration(61), "1 minute 1 second");
+        assert_eq!(human_duration(86_400 * 2), "2 days");
+    }
+}

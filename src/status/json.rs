@@ -1,0 +1,438 @@
+//! `?json`: the whole snapshot as one JSON document.
+//!
+//! Hand-written (the crate has no serde): every string goes through `escape::json_string`,
+//! numbers are integers or `escape::float` (finite decimals), so the output is valid JSON for
+//! any snapshot.
+
+use super::escape::{float, json_string as js};
+use super::model::{ChildRow, ConnRow, LeakedSocket, Snapshot, VhostRow};
+use super::open_in;
+use crate::table::state::ConnState;
+
+pub fn render(s: &Snapshot) -> String {
+    let parts = [
+        format!("\"server\":{}", server(s)),
+        format!("\"totals\":{}", totals(s)),
+        format!("\"vhosts\":{}", list(s.vhosts.iter().map(vhost))),
+        format!("\"children\":{}", list(s.children.iter().map(child))),
+        format!(
+            "\"connections\":{}",
+            list(s.sorted_connections().into_iter().map(conn))
+        ),
+        format!("\"kernel\":{}", kernel(s)),
+        format!("\"close_wait_histogram\":{}", histogram(s)),
+    ];
+    format!("{{{}}}\n", parts.join(","))
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(","))
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".to_string(), |n| n.to_string())
+}
+
+fn server(s: &Snapshot) -> String {
+    format!(
+        "{{\"version\":{},\"mpm\":{},\"module_version\":{},\"uptime_seconds\":{},\
+         \"generation\":{},\"slots_total\":{},\"slots_used\":{},\"scan_interval_ms\":{}}}",
+        js(&s.server_version),
+        js(&s.mpm),
+        js(&s.module_version),
+        s.uptime_secs,
+        s.generation,
+        s.slots_total,
+        s.slots_used,
+        s.scan_interval_ms
+    )
+}
+
+fn totals(s: &Snapshot) -> String {
+    let t = &s.totals;
+    // Keys are ConnState names, which are fixed ASCII identifiers.
+    let by_state = ConnState::OPEN
+        .iter()
+        .map(|&st| format!("\"{}\":{}", st.name(), open_in(t, st)))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "{{\"accepted\":{},\"requests\":{},\"closed\":{},\"open\":{},\"open_by_state\":{{{}}},\
+         \"close_wait_now\":{},\"force_closed_guard\":{},\"force_closed_rescue\":{},\
+         \"reported\":{},\"reclaimed\":{},\"untracked\":{}}}",
+        t.accepted,
+        t.requests,
+        t.closed,
+        t.open(),
+        by_state,
+        t.close_wait_now,
+        t.force_closed_guard,
+        t.force_closed_rescue,
+        t.reported,
+        t.reclaimed,
+        t.untracked
+    )
+}
+
+fn vhost(v: &VhostRow) -> String {
+    format!(
+        "{{\"name\":{},\"port\":{},\"auto_close\":\"{}\",\"close_wait_timeout_ms\":{},\
+         \"accepted\":{},\"open\":{},\"close_wait_now\":{},\"force_closed_guard\":{},\
+         \"force_closed_rescue\":{},\"reported\":{}}}",
+        js(&v.name),
+        v.port,
+        v.auto_close.name(),
+        v.close_wait_timeout_ms,
+        v.accepted,
+        v.open,
+        v.close_wait_now,
+        v.force_closed_guard,
+        v.force_closed_rescue,
+        v.reported
+    )
+}
+
+fn child(c: &ChildRow) -> String {
+    format!(
+        "{{\"pid\":{},\"generation\":{},\"open\":{},\"checkin_age_ms\":{},\"hung\":{}}}",
+        c.pid, c.generation, c.open, c.checkin_age_ms, c.hung
+    )
+}
+
+fn conn(c: &ConnRow) -> String {
+    format!(
+        "{{\"pid\":{},\"client\":{},\"local_port\":{},\"vhost\":{},\"state\":\"{}\",\
+         \"age_ms\":{},\"close_wait_ms\":{},\"requests\":{},\"method\":{},\"path\":{}}}",
+        c.pid,
+        js(&c.client),
+        c.local_port,
+        js(&c.vhost),
+        c.state.name(),
+        c.age_ms,
+        opt(c.close_wait_ms),
+        c.requests,
+        js(&c.method),
+        js(&c.path)
+    )
+}
+
+fn leaked(l: &LeakedSocket) -> String {
+    format!(
+        "{{\"client\":{},\"local_port\":{},\"inode\":{},\"holder_pid\":{}}}",
+        js(&l.client),
+        l.local_port,
+        l.inode,
+        opt(l.holder_pid)
+    )
+}
+
+fn kernel(s: &Snapshot) -> String {
+    let k = &s.kernel;
+    format!(
+        "{{\"available\":{},\"error\":{},\"tracked\":{},\"untracked\":{},\"leaked\":{}}}",
+        k.available,
+        k.error.as_deref().map_or_else(|| "null".to_string(), js),
+        k.tracked,
+        k.untracked,
+        list(k.leaked.iter().map(leaked))
+    )
+}
+
+/// `counts` mirrors the model: per-bucket (not cumulative), one more entry than
+/// `bounds_seconds`, the last being the +Inf bucket.
+fn histogram(s: &Snapshot) -> String {
+    let h = &s.close_wait_histogram;
+    format!(
+        "{{\"bounds_seconds\":{},\"counts\":{},\"count\":{},\"sum_seconds\":{}}}",
+        list(h.bounds_secs.iter().map(|b| float(*b))),
+        list(h.counts.iter().map(|c| c.to_string())),
+        h.count(),
+        float(h.sum_secs)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::fixture;
+
+    /// A minimal strict JSON parser, enough to prove the output is valid and to read it back.
+    #[derive(Debug, PartialEq)]
+    enum V {
+        Null,
+        Bool(bool),
+        Num(f64),
+        Str(String),
+        Arr(Vec<V>),
+        Obj(Vec<(String, V)>),
+    }
+
+    impl V {
+        fn get(&self, key: &str) -> &V {
+            match self {
+                V::Obj(kv) => &kv.iter().find(|(k, _)| k == key).expect(key).1,
+                _ => panic!("not an object looking up {key}"),
+            }
+        }
+        fn arr(&self) -> &Vec<V> {
+            match self {
+                V::Arr(a) => a,
+                _ => panic!("not an array"),
+            }
+        }
+        fn str(&self) -> &str {
+            match self {
+                V::Str(s) => s,
+                _ => panic!("not a string: {self:?}"),
+            }
+        }
+        fn num(&self) -> f64 {
+            match self {
+                V::Num(n) => *n,
+                _ => panic!("not a number: {self:?}"),
+            }
+        }
+    }
+
+    struct P<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl P<'_> {
+        fn ws(&mut self) {
+            while self.i < self.b.len() && b" \t\r\n".contains(&self.b[self.i]) {
+                self.i += 1;
+            }
+        }
+        fn eat(&mut self, c: u8) -> Result<(), String> {
+            self.ws();
+            if self.b.get(self.i) == Some(&c) {
+                self.i += 1;
+                Ok(())
+            } else {
+                Err(format!("expected {:?} at {}", c as char, self.i))
+            }
+        }
+        fn lit(&mut self, word: &str, v: V) -> Result<V, String> {
+            if self.b[self.i..].starts_with(word.as_bytes()) {
+                self.i += word.len();
+                Ok(v)
+            } else {
+                Err(format!("bad literal at {}", self.i))
+            }
+        }
+        fn value(&mut self) -> Result<V, String> {
+            self.ws();
+            match self.b.get(self.i).copied() {
+                Some(b'{') => {
+                    self.i += 1;
+                    let mut kv = Vec::new();
+                    self.ws();
+                    if self.b.get(self.i) == Some(&b'}') {
+                        self.i += 1;
+                        return Ok(V::Obj(kv));
+                    }
+                    loop {
+                        self.ws();
+                        let k = self.string()?;
+                        self.eat(b':')?;
+                        kv.push((k, self.value()?));
+                        self.ws();
+                        match self.b.get(self.i) {
+                            Some(b',') => self.i += 1,
+                            Some(b'}') => {
+                                self.i += 1;
+                                return Ok(V::Obj(kv));
+                            }
+                            _ => return Err(format!("bad object at {}", self.i)),
+                        }
+                    }
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    let mut a = Vec::new();
+                    self.ws();
+                    if self.b.get(self.i) == Some(&b']') {
+                        self.i += 1;
+                        return Ok(V::Arr(a));
+                    }
+                    loop {
+                        a.push(self.value()?);
+                        self.ws();
+                        match self.b.get(self.i) {
+                            Some(b',') => self.i += 1,
+                            Some(b']') => {
+                                self.i += 1;
+                                return Ok(V::Arr(a));
+                            }
+                            _ => return Err(format!("bad array at {}", self.i)),
+                        }
+                    }
+                }
+                Some(b'"') => Ok(V::Str(self.string()?)),
+                Some(b't') => self.lit("true", V::Bool(true)),
+                Some(b'f') => self.lit("false", V::Bool(false)),
+                Some(b'n') => self.lit("null", V::Null),
+                Some(c) if c == b'-' || c.is_ascii_digit() => {
+                    let start = self.i;
+                    while self.i < self.b.len() && b"+-.eE0123456789".contains(&self.b[self.i]) {
+                        self.i += 1;
+                    }
+                    let t = std::str::from_utf8(&self.b[start..self.i]).unwrap();
+                    // JSON forbids leading zeros ("01") and a bare trailing dot ("1.").
+                    let digits = t.trim_start_matches('-');
+                    if (digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0."))
+                        || t.ends_with('.')
+                    {
+                        return Err(format!("bad number {t}"));
+                    }
+                    t.parse().map(V::Num).map_err(|_| format!("bad number {t}"))
+                }
+                _ => Err(format!("unexpected input at {}", self.i)),
+            }
+        }
+        fn string(&mut self) -> Result<String, String> {
+            self.eat(b'"')?;
+            let mut out = String::new();
+            loop {
+                let rest = std::str::from_utf8(&self.b[self.i..]).map_err(|e| e.to_string())?;
+                let c = rest.chars().next().ok_or("unterminated string")?;
+                self.i += c.len_utf8();
+                match c {
+                    '"' => return Ok(out),
+                    '\\' => {
+                        let e = self.b.get(self.i).copied().ok_or("bad escape")?;
+                        self.i += 1;
+                        match e {
+                            b'"' => out.push('"'),
+                            b'\\' => out.push('\\'),
+                            b'/' => out.push('/'),
+                            b'n' => out.push('\n'),
+                            b'r' => out.push('\r'),
+                            b't' => out.push('\t'),
+                            b'b' => out.push('\u{8}'),
+                            b'f' => out.push('\u{c}'),
+                            b'u' => {
+                                let h = std::str::from_utf8(&self.b[self.i..self.i + 4]).unwrap();
+                                let n = u32::from_str_radix(h, 16).map_err(|e| e.to_string())?;
+                                self.i += 4;
+                                out.push(char::from_u32(n).ok_or("surrogate")?);
+                            }
+                            _ => return Err("bad escape".into()),
+                        }
+                    }
+                    c if (c as u32) < 0x20 => return Err("raw control char in string".into()),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+
+    fn parse(text: &str) -> Result<V, String> {
+        let mut p = P {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.b.len() {
+            return Err(format!("trailing data at {}", p.i));
+        }
+        Ok(v)
+    }
+
+    #[test]
+    fn the_validator_rejects_bad_json() {
+        assert!(parse(r#"{"a":"x"}"#).is_ok());
+        assert!(parse("{\"a\":\"x\ny\"}").is_err());
+        assert!(parse(r#"{"a":"x"}"}"#).is_err());
+        assert!(parse(r#"{"a":NaN}"#).is_err());
+        assert!(parse(r#"{"a":01}"#).is_err());
+        assert!(parse(r#"{"a":1,}"#).is_err());
+    }
+
+    #[test]
+    fn hostile_strings_round_trip() {
+        let out = render(&fixture::snapshot());
+        assert!(!out.contains("<script>"));
+        let v = parse(&out).unwrap();
+        let conns = v.get("connections").arr();
+        assert_eq!(conns[0].get("path").str(), fixture::HOSTILE_PATH);
+        assert_eq!(conns[0].get("client").str(), fixture::HOSTILE_CLIENT);
+        assert_eq!(conns[0].get("method").str(), "G\"ET<");
+        assert_eq!(
+            v.get("vhosts").arr()[0].get("name").str(),
+            fixture::HOSTILE_VHOST
+        );
+        assert_eq!(
+            v.get("server").get("version").str(),
+            "Apache/2.4.99 (Test)\nEvil: 1"
+        );
+    }
+
+    #[test]
+    fn close_wait_rows_come_first() {
+        let v = parse(&render(&fixture::snapshot())).unwrap();
+        let states: Vec<&str> = v
+            .get("connections")
+            .arr()
+            .iter()
+            .map(|c| c.get("state").str())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "close_wait",
+                "close_wait",
+                "keepalive",
+                "handling",
+                "reading"
+            ]
+        );
+        let cw = &v.get("connections").arr()[0];
+        assert_eq!(cw.get("close_wait_ms").num(), 45_500.0);
+        assert_eq!(v.get("connections").arr()[2].get("close_wait_ms"), &V::Null);
+    }
+
+    #[test]
+    fn numbers_match_the_snapshot() {
+        let s = fixture::snapshot();
+        let v = parse(&render(&s)).unwrap();
+        let t = v.get("totals");
+        assert_eq!(t.get("open").num(), s.totals.open() as f64);
+        assert_eq!(t.get("open_by_state").get("close_wait").num(), 2.0);
+        assert_eq!(t.get("open_by_state").get("closing").num(), 0.0);
+        assert_eq!(t.get("untracked").num(), 13.0);
+        assert_eq!(v.get("server").get("slots_total").num(), 1024.0);
+        assert_eq!(v.get("vhosts").arr()[1].get("auto_close").str(), "Report");
+        assert_eq!(v.get("children").arr()[1].get("hung"), &V::Bool(true));
+        let k = v.get("kernel");
+        assert_eq!(k.get("error"), &V::Null);
+        assert_eq!(k.get("leaked").arr()[0].get("holder_pid").num(), 4242.0);
+        assert_eq!(k.get("leaked").arr()[1].get("holder_pid"), &V::Null);
+        let h = v.get("close_wait_histogram");
+        assert_eq!(h.get("count").num(), 10.0);
+        assert_eq!(h.get("sum_seconds").num(), 321.5);
+        assert_eq!(h.get("bounds_seconds").arr()[0].num(), 0.1);
+    }
+
+    #[test]
+    fn non_finite_floats_and_kernel_error_stay_valid() {
+        let mut s = fixture::snapshot();
+        s.close_wait_histogram.sum_secs = f64::NAN;
+        s.close_wait_histogram.bounds_secs.push(f64::INFINITY);
+        s.kernel = crate::status::model::KernelView {
+            available: false,
+            error: Some("permission denied\u{0}\"".into()),
+            ..Default::default()
+        };
+        let v = parse(&render(&s)).unwrap();
+        assert_eq!(
+            v.get("kernel").get("error").str(),
+            "permission denied\u{0}\""
+        );
+        assert_eq!(v.get("close_wait_histogram").get("sum_seconds").num(), 0.0);
+        assert!(parse(&render(&Default::default())).is_ok());
+    }
+}

@@ -1,0 +1,486 @@
+//! `?metrics`: Prometheus text exposition format 0.0.4.
+//!
+//! Every family gets `# HELP` and `# TYPE` lines; all names start with `socket_guard_`.
+//! Label values from config or the network go through `escape::prom_label`, so a sample
+//! always stays on one line. Per-connection data is left out on purpose: one series per
+//! client would explode a Prometheus server's cardinality.
+
+use std::fmt::Write;
+
+use super::escape::{float, ms_as_secs, prom_label};
+use super::model::{Snapshot, VhostRow};
+use super::{open_in, vhost_label};
+use crate::table::state::ConnState;
+
+const P: &str = "socket_guard_";
+
+/// Writes the `# HELP` / `# TYPE` header of one family. Help texts are our own constants,
+/// written without backslashes or newlines, so they need no escaping.
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {P}{name} {help}");
+    let _ = writeln!(o, "# TYPE {P}{name} {kind}");
+}
+
+/// One family with a single unlabelled sample.
+fn scalar(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(o, name, kind, help);
+    let _ = writeln!(o, "{P}{name} {value}");
+}
+
+/// Vhost rows merged by their "name:port" label. Two rows with the same label (e.g. a
+/// duplicated ServerName) would otherwise emit duplicate series, which Prometheus rejects;
+/// summing keeps the totals right.
+fn vhosts_by_label(s: &Snapshot) -> Vec<(String, VhostRow)> {
+    let mut out: Vec<(String, VhostRow)> = Vec::new();
+    for v in &s.vhosts {
+        let label = prom_label(&vhost_label(v));
+        match out.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, acc)) => {
+                acc.accepted += v.accepted;
+                acc.open += v.open;
+                acc.close_wait_now += v.close_wait_now;
+                acc.force_closed_guard += v.force_closed_guard;
+                acc.force_closed_rescue += v.force_closed_rescue;
+                acc.reported += v.reported;
+            }
+            None => out.push((label, v.clone())),
+        }
+    }
+    out
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::with_capacity(4096);
+    let t = &s.totals;
+
+    family(
+        &mut o,
+        "connections",
+        "gauge",
+        "Open connections by lifecycle state.",
+    );
+    for st in ConnState::OPEN {
+        let _ = writeln!(
+            o,
+            "{P}connections{{state=\"{}\"}} {}",
+            st.name(),
+            open_in(t, st)
+        );
+    }
+    scalar(
+        &mut o,
+        "accepted_total",
+        "counter",
+        "Connections accepted.",
+        t.accepted,
+    );
+    scalar(
+        &mut o,
+        "requests_total",
+        "counter",
+        "Requests served.",
+        t.requests,
+    );
+    scalar(
+        &mut o,
+        "closed_total",
+        "counter",
+        "Connections closed normally.",
+        t.closed,
+    );
+    scalar(
+        &mut o,
+        "close_wait_connections",
+        "gauge",
+        "Tracked connections the kernel shows in CLOSE_WAIT now.",
+        t.close_wait_now,
+    );
+
+    let vhosts = vhosts_by_label(s);
+    family(
+        &mut o,
+        "force_closed_total",
+        "counter",
+        "CLOSE_WAIT connections shut down, by the in-child guard or the parent rescue.",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(
+            o,
+            "{P}force_closed_total{{vhost=\"{l}\",by=\"guard\"}} {}",
+            v.force_closed_guard
+        );
+        let _ = writeln!(
+            o,
+            "{P}force_closed_total{{vhost=\"{l}\",by=\"rescue\"}} {}",
+            v.force_closed_rescue
+        );
+    }
+    family(
+        &mut o,
+        "reported_total",
+        "counter",
+        "CLOSE_WAIT connections reported (AutoClose Report).",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(o, "{P}reported_total{{vhost=\"{l}\"}} {}", v.reported);
+    }
+    scalar(
+        &mut o,
+        "reclaimed_total",
+        "counter",
+        "Slots freed by the parent after their owner died.",
+        t.reclaimed,
+    );
+    scalar(
+        &mut o,
+        "untracked_total",
+        "counter",
+        "Connections served untracked because the table was full.",
+        t.untracked,
+    );
+
+    family(&mut o, "slots", "gauge", "Connection table slots.");
+    let _ = writeln!(o, "{P}slots{{kind=\"total\"}} {}", s.slots_total);
+    let _ = writeln!(o, "{P}slots{{kind=\"used\"}} {}", s.slots_used);
+
+    let k = &s.kernel;
+    family(
+        &mut o,
+        "kernel_close_wait",
+        "gauge",
+        "CLOSE_WAIT sockets on this server's listening ports as the kernel sees them.",
+    );
+    let _ = writeln!(o, "{P}kernel_close_wait{{kind=\"tracked\"}} {}", k.tracked);
+    let _ = writeln!(
+        o,
+        "{P}kernel_close_wait{{kind=\"untracked\"}} {}",
+        k.untracked
+    );
+    let _ = writeln!(
+        o,
+        "{P}kernel_close_wait{{kind=\"leaked\"}} {}",
+        k.leaked.len()
+    );
+    scalar(
+        &mut o,
+        "kernel_view_available",
+        "gauge",
+        "1 if the kernel socket view could be read.",
+        u8::from(k.available),
+    );
+
+    histogram(&mut o, s);
+
+    family(
+        &mut o,
+        "vhost_accepted_total",
+        "counter",
+        "Connections accepted per virtual host.",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(o, "{P}vhost_accepted_total{{vhost=\"{l}\"}} {}", v.accepted);
+    }
+    family(
+        &mut o,
+        "vhost_open_connections",
+        "gauge",
+        "Open connections per virtual host.",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(o, "{P}vhost_open_connections{{vhost=\"{l}\"}} {}", v.open);
+    }
+    family(
+        &mut o,
+        "vhost_close_wait_connections",
+        "gauge",
+        "Connections in CLOSE_WAIT now per virtual host.",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(
+            o,
+            "{P}vhost_close_wait_connections{{vhost=\"{l}\"}} {}",
+            v.close_wait_now
+        );
+    }
+    family(
+        &mut o,
+        "vhost_close_wait_timeout_seconds",
+        "gauge",
+        "SocketGuardCloseWaitTimeout per virtual host.",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(
+            o,
+            "{P}vhost_close_wait_timeout_seconds{{vhost=\"{l}\"}} {}",
+            ms_as_secs(v.close_wait_timeout_ms)
+        );
+    }
+    // A state set: one series per mode, 1 for the active one, so dashboards can filter on it.
+    family(
+        &mut o,
+        "vhost_auto_close",
+        "gauge",
+        "SocketGuardAutoClose mode per virtual host (1 = active mode).",
+    );
+    for (l, v) in &vhosts {
+        for mode in ["On", "Off", "Report"] {
+            let on = u8::from(v.auto_close.name() == mode);
+            let _ = writeln!(
+                o,
+                "{P}vhost_auto_close{{vhost=\"{l}\",mode=\"{mode}\"}} {on}"
+            );
+        }
+    }
+
+    family(
+        &mut o,
+        "info",
+        "gauge",
+        "Server and module versions; always 1.",
+    );
+    let _ = writeln!(
+        o,
+        "{P}info{{server_version=\"{}\",mpm=\"{}\",module_version=\"{}\"}} 1",
+        prom_label(&s.server_version),
+        prom_label(&s.mpm),
+        prom_label(&s.module_version)
+    );
+    scalar(
+        &mut o,
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the connection table was created.",
+        s.uptime_secs,
+    );
+    scalar(
+        &mut o,
+        "restart_generation",
+        "gauge",
+        "Restarts the connection table has seen.",
+        s.generation,
+    );
+    scalar(
+        &mut o,
+        "scan_interval_seconds",
+        "gauge",
+        "SocketGuardScanInterval.",
+        ms_as_secs(s.scan_interval_ms),
+    );
+
+    family(
+        &mut o,
+        "child_checkin_age_seconds",
+        "gauge",
+        "Seconds since each child's guard last checked in.",
+    );
+    for c in &s.children {
+        let _ = writeln!(
+            o,
+            "{P}child_checkin_age_seconds{{pid=\"{}\"}} {}",
+            c.pid,
+            ms_as_secs(c.checkin_age_ms)
+        );
+    }
+    family(
+        &mut o,
+        "child_hung",
+        "gauge",
+        "1 if the child's guard stopped checking in.",
+    );
+    for c in &s.children {
+        let _ = writeln!(o, "{P}child_hung{{pid=\"{}\"}} {}", c.pid, u8::from(c.hung));
+    }
+    family(
+        &mut o,
+        "child_open_connections",
+        "gauge",
+        "Open connections per child.",
+    );
+    for c in &s.children {
+        let _ = writeln!(
+            o,
+            "{P}child_open_connections{{pid=\"{}\"}} {}",
+            c.pid, c.open
+        );
+    }
+    o
+}
+
+/// Prometheus buckets are cumulative; the model's counts are per bucket, so they are summed
+/// here. The +Inf bucket is the total count, whatever the model's shape.
+fn histogram(o: &mut String, s: &Snapshot) {
+    let h = &s.close_wait_histogram;
+    let name = "close_wait_seconds";
+    family(
+        o,
+        name,
+        "histogram",
+        "How long sockets sat in CLOSE_WAIT before they closed.",
+    );
+    let mut cumulative = 0u64;
+    for (i, bound) in h.bounds_secs.iter().enumerate() {
+        cumulative += h.counts.get(i).copied().unwrap_or(0);
+        // A non-finite bound cannot be a finite bucket; its count still lands in +Inf.
+        if bound.is_finite() {
+            let _ = writeln!(
+                o,
+                "{P}{name}_bucket{{le=\"{}\"}} {cumulative}",
+                float(*bound)
+            );
+        }
+    }
+    let _ = writeln!(o, "{P}{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(o, "{P}{name}_sum {}", float(h.sum_secs));
+    let _ = writeln!(o, "{P}{name}_count {}", h.count());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::fixture;
+
+    /// Splits a sample line into (name, labels text, value), checking its shape.
+    fn sample(line: &str) -> (&str, &str, &str) {
+        let (head, value) = line.rsplit_once(' ').expect(line);
+        let (name, labels) = match head.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').expect(line)),
+            None => (head, ""),
+        };
+        assert!(name.starts_with(P), "{line}");
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(value == "+Inf" || value.parse::<f64>().is_ok(), "{line}");
+        (name, labels, value)
+    }
+
+    fn find<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+        out.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn every_line_is_a_comment_or_a_sample_with_a_declared_family() {
+        let out = render(&fixture::snapshot());
+        let mut declared: Vec<&str> = Vec::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap());
+            } else if !line.starts_with("# HELP ") {
+                let (name, _, _) = sample(line);
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suf| name.strip_suffix(suf).filter(|b| declared.contains(b)))
+                    .unwrap_or(name);
+                assert!(declared.contains(&base), "undeclared family: {line}");
+            }
+        }
+        // Every family also has HELP.
+        for name in &declared {
+            assert!(out.contains(&format!("# HELP {name} ")), "{name}");
+        }
+    }
+
+    #[test]
+    fn hostile_vhost_label_stays_on_one_line() {
+        let out = render(&fixture::snapshot());
+        let lines = find(&out, "socket_guard_reported_total{");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            r#"socket_guard_reported_total{vhost="evil <b>\"host\"</b>\\\nSlotsTotal: 0:80"} 0"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"socket_guard_reported_total{vhost="www.example.com:443"} 5"#
+        );
+        // The escaped newline did not start a line of its own.
+        assert!(!out.lines().any(|l| l.starts_with("SlotsTotal")));
+        let info = find(&out, "socket_guard_info{");
+        assert_eq!(info.len(), 1);
+        assert!(info[0].contains(r#"server_version="Apache/2.4.99 (Test)\nEvil: 1""#));
+    }
+
+    #[test]
+    fn required_series_have_the_snapshot_values() {
+        let out = render(&fixture::snapshot());
+        for expected in [
+            "socket_guard_connections{state=\"close_wait\"} 2",
+            "socket_guard_connections{state=\"closing\"} 0",
+            "socket_guard_accepted_total 1000",
+            "socket_guard_requests_total 5000",
+            "socket_guard_closed_total 990",
+            "socket_guard_close_wait_connections 2",
+            "socket_guard_force_closed_total{vhost=\"www.example.com:443\",by=\"guard\"} 1",
+            "socket_guard_force_closed_total{vhost=\"www.example.com:443\",by=\"rescue\"} 1",
+            "socket_guard_reclaimed_total 11",
+            "socket_guard_untracked_total 13",
+            "socket_guard_slots{kind=\"total\"} 1024",
+            "socket_guard_slots{kind=\"used\"} 4",
+            "socket_guard_kernel_close_wait{kind=\"tracked\"} 2",
+            "socket_guard_kernel_close_wait{kind=\"untracked\"} 1",
+            "socket_guard_kernel_close_wait{kind=\"leaked\"} 2",
+            "socket_guard_uptime_seconds 93784",
+            "socket_guard_restart_generation 2",
+            "socket_guard_scan_interval_seconds 1",
+            "socket_guard_child_checkin_age_seconds{pid=\"101\"} 0.25",
+            "socket_guard_child_hung{pid=\"102\"} 1",
+            "socket_guard_vhost_accepted_total{vhost=\"www.example.com:443\"} 400",
+            "socket_guard_vhost_open_connections{vhost=\"www.example.com:443\"} 2",
+            "socket_guard_vhost_auto_close{vhost=\"www.example.com:443\",mode=\"Report\"} 1",
+            "socket_guard_vhost_close_wait_timeout_seconds{vhost=\"www.example.com:443\"} 0.5",
+        ] {
+            assert!(
+                out.lines().any(|l| l == expected),
+                "missing: {expected}\n{out}"
+            );
+        }
+        assert_eq!(find(&out, "socket_guard_connections{").len(), 5);
+    }
+
+    #[test]
+    fn histogram_is_cumulative_and_inf_equals_count() {
+        let out = render(&fixture::snapshot());
+        let buckets: Vec<(String, u64)> = find(&out, "socket_guard_close_wait_seconds_bucket")
+            .into_iter()
+            .map(|l| {
+                let (_, labels, v) = sample(l);
+                (labels.to_string(), v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            buckets,
+            vec![
+                ("le=\"0.1\"".to_string(), 2),
+                ("le=\"1\"".to_string(), 5),
+                ("le=\"30\"".to_string(), 6),
+                ("le=\"+Inf\"".to_string(), 10),
+            ]
+        );
+        assert!(out.contains("\nsocket_guard_close_wait_seconds_count 10\n"));
+        assert!(out.contains("\nsocket_guard_close_wait_seconds_sum 321.5\n"));
+    }
+
+    #[test]
+    fn duplicate_vhost_labels_are_merged() {
+        let mut s = fixture::snapshot();
+        let dup = s.vhosts[1].clone();
+        s.vhosts.push(dup);
+        let out = render(&s);
+        let lines = find(
+            &out,
+            "socket_guard_reported_total{vhost=\"www.example.com:443\"}",
+        );
+        assert_eq!(
+            lines,
+            vec!["socket_guard_reported_total{vhost=\"www.example.com:443\"} 10"]
+        );
+    }
+
+    #[test]
+    fn empty_snapshot_still_parses() {
+        let out = render(&Default::default());
+        assert!(out.contains("socket_guard_close_wait_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(out.contains("socket_guard_kernel_view_available 0\n"));
+    }
+}

@@ -1,0 +1,167 @@
+//! Status page: one data model, rendered as HTML, `?auto`, JSON and Prometheus text.
+pub mod auto;
+pub mod escape;
+pub mod html;
+pub mod json;
+pub mod metrics;
+pub mod model;
+pub mod query;
+pub mod server_status;
+pub mod snapshot;
+
+use crate::table::state::ConnState;
+use model::{Totals, VhostRow};
+
+/// Open connections in one state. Renderers walk `ConnState::OPEN` rather than
+/// `open_by_state` so every format always lists all five states, zeros included, even if a
+/// snapshot leaves one out.
+pub(crate) fn open_in(totals: &Totals, state: ConnState) -> u64 {
+    totals
+        .open_by_state
+        .iter()
+        .filter(|(s, _)| *s == state)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The raw "name:port" a vhost is known by in every format (escape it before output).
+pub(crate) fn vhost_label(v: &VhostRow) -> String {
+    format!("{}:{}", v.name, v.port)
+}
+
+/// A hand-built snapshot full of hostile strings, shared by the renderers' unit tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::model::*;
+    use crate::config::AutoClose;
+    use crate::table::state::ConnState;
+
+    pub const HOSTILE_PATH: &str = "/<script>alert(\"x\")</script>\n\"}";
+    pub const HOSTILE_VHOST: &str = "evil <b>\"host\"</b>\\\nSlotsTotal: 0";
+    pub const HOSTILE_CLIENT: &str = "10.0.0.1:5555<img src=x onerror=alert(1)>";
+
+    fn conn(state: ConnState, age_ms: u64, close_wait_ms: Option<u64>, path: &str) -> ConnRow {
+        ConnRow {
+            pid: 101,
+            client: "192.0.2.7:40000".into(),
+            local_port: 80,
+            vhost: "www.example.com:80".into(),
+            state,
+            age_ms,
+            close_wait_ms,
+            requests: 3,
+            method: "GET".into(),
+            path: path.into(),
+        }
+    }
+
+    pub fn snapshot() -> Snapshot {
+        let mut hostile = conn(ConnState::CloseWait, 1_000, Some(45_500), HOSTILE_PATH);
+        hostile.client = HOSTILE_CLIENT.into();
+        hostile.vhost = format!("{}:80", HOSTILE_VHOST);
+        hostile.method = "G\"ET<".into();
+        Snapshot {
+            server_version: "Apache/2.4.99 (Test)\nEvil: 1".into(),
+            mpm: "event".into(),
+            module_version: "0.1.0".into(),
+            uptime_secs: 93_784,
+            generation: 2,
+            slots_total: 1024,
+            slots_used: 4,
+            scan_interval_ms: 1_000,
+            totals: Totals {
+                accepted: 1_000,
+                requests: 5_000,
+                closed: 990,
+                open_by_state: vec![
+                    (ConnState::Reading, 1),
+                    (ConnState::Handling, 1),
+                    (ConnState::Keepalive, 1),
+                    (ConnState::Closing, 0),
+                    (ConnState::CloseWait, 2),
+                ],
+                close_wait_now: 2,
+                force_closed_guard: 7,
+                force_closed_rescue: 3,
+                reported: 5,
+                reclaimed: 11,
+                untracked: 13,
+            },
+            vhosts: vec![
+                VhostRow {
+                    name: HOSTILE_VHOST.into(),
+                    port: 80,
+                    auto_close: AutoClose::On,
+                    close_wait_timeout_ms: 30_000,
+                    accepted: 600,
+                    open: 3,
+                    close_wait_now: 2,
+                    force_closed_guard: 6,
+                    force_closed_rescue: 2,
+                    reported: 0,
+                },
+                VhostRow {
+                    name: "www.example.com".into(),
+                    port: 443,
+                    auto_close: AutoClose::Report,
+                    close_wait_timeout_ms: 500,
+                    accepted: 400,
+                    open: 2,
+                    close_wait_now: 0,
+                    force_closed_guard: 1,
+                    force_closed_rescue: 1,
+                    reported: 5,
+                },
+            ],
+            children: vec![
+                ChildRow {
+                    pid: 101,
+                    generation: 2,
+                    open: 4,
+                    checkin_age_ms: 250,
+                    hung: false,
+                },
+                ChildRow {
+                    pid: 102,
+                    generation: 1,
+                    open: 1,
+                    checkin_age_ms: 60_000,
+                    hung: true,
+                },
+            ],
+            // Deliberately not in display order: CLOSE_WAIT rows are last here.
+            connections: vec![
+                conn(ConnState::Keepalive, 90_000, None, "/old"),
+                conn(ConnState::Reading, 5, None, ""),
+                conn(ConnState::Handling, 2_000, None, "/slow"),
+                conn(ConnState::CloseWait, 70_000, Some(1_200), "/cw-short"),
+                hostile,
+            ],
+            kernel: KernelView {
+                available: true,
+                error: None,
+                tracked: 2,
+                untracked: 1,
+                leaked: vec![
+                    LeakedSocket {
+                        client: "198.51.100.9:1234\n<b>".into(),
+                        local_port: 80,
+                        inode: 987_654,
+                        holder_pid: Some(4242),
+                    },
+                    LeakedSocket {
+                        client: "[2001:db8::1]:999".into(),
+                        local_port: 443,
+                        inode: 123,
+                        holder_pid: None,
+                    },
+                ],
+            },
+            close_wait_histogram: Histogram {
+                bounds_secs: vec![0.1, 1.0, 30.0],
+                counts: vec![2, 3, 1, 4],
+                sum_secs: 321.5,
+            },
+        }
+    }
+}

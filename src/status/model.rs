@@ -1,0 +1,153 @@
+//! The one data model every status format renders.
+//!
+//! Built from the shared table by `status::snapshot` (or by hand in unit tests); it holds
+//! plain owned data and no Apache types, so renderers can be tested without a server.
+//! Strings here are raw: they may contain anything a client sent. Each renderer escapes
+//! them for its own format.
+
+use crate::config::AutoClose;
+use crate::table::state::ConnState;
+
+/// Everything the status page shows, captured at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// e.g. "Apache/2.4.71 (Debian)".
+    pub server_version: String,
+    /// e.g. "event", "worker", "prefork".
+    pub mpm: String,
+    /// The module's own version.
+    pub module_version: String,
+    /// Seconds since the table was created (first start; graceful restarts keep it).
+    pub uptime_secs: u64,
+    /// How many graceful/ungraceful restarts the table has seen (0 at first start).
+    pub generation: u64,
+    pub slots_total: u64,
+    pub slots_used: u64,
+    pub scan_interval_ms: u64,
+    pub totals: Totals,
+    pub vhosts: Vec<VhostRow>,
+    pub children: Vec<ChildRow>,
+    /// Open connections; renderers list CLOSE_WAIT ones first (see `sorted_connections`).
+    pub connections: Vec<ConnRow>,
+    pub kernel: KernelView,
+    pub close_wait_histogram: Histogram,
+}
+
+/// Server-wide counters and gauges.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub accepted: u64,
+    pub requests: u64,
+    pub closed: u64,
+    /// Connections currently open, per open state (every state of `ConnState::OPEN`, zeros included).
+    pub open_by_state: Vec<(ConnState, u64)>,
+    pub close_wait_now: u64,
+    pub force_closed_guard: u64,
+    pub force_closed_rescue: u64,
+    pub reported: u64,
+    pub reclaimed: u64,
+    /// Connections served but not tracked because the table was full.
+    pub untracked: u64,
+}
+
+impl Totals {
+    pub fn open(&self) -> u64 {
+        self.open_by_state.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VhostRow {
+    /// ServerName as configured (or the default server's name).
+    pub name: String,
+    pub port: u16,
+    pub auto_close: AutoClose,
+    pub close_wait_timeout_ms: u64,
+    pub accepted: u64,
+    pub open: u64,
+    pub close_wait_now: u64,
+    pub force_closed_guard: u64,
+    pub force_closed_rescue: u64,
+    pub reported: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChildRow {
+    pub pid: u32,
+    pub generation: u64,
+    pub open: u64,
+    /// Milliseconds since this child's guard thread last checked in.
+    pub checkin_age_ms: u64,
+    pub hung: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnRow {
+    pub pid: u32,
+    /// Client address as text, "ip:port" (IPv6 as "[ip]:port").
+    pub client: String,
+    pub local_port: u16,
+    /// "name:port" of the vhost the connection is attributed to.
+    pub vhost: String,
+    pub state: ConnState,
+    pub age_ms: u64,
+    /// How long the kernel has shown it in CLOSE_WAIT, if it is there now.
+    pub close_wait_ms: Option<u64>,
+    pub requests: u64,
+    /// Method and path (no query string) of the current or last request; empty before the first.
+    pub method: String,
+    pub path: String,
+}
+
+/// CLOSE_WAIT sockets on this server's listening ports as the kernel reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelView {
+    /// False when the kernel view could not be read (the reason is in `error`).
+    pub available: bool,
+    pub error: Option<String>,
+    /// CLOSE_WAIT sockets matched to a tracked connection.
+    pub tracked: u64,
+    /// CLOSE_WAIT sockets on our ports that match no tracked connection.
+    pub untracked: u64,
+    pub leaked: Vec<LeakedSocket>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeakedSocket {
+    pub client: String,
+    pub local_port: u16,
+    pub inode: u64,
+    pub holder_pid: Option<u32>,
+}
+
+/// How long sockets sat in CLOSE_WAIT before they closed, Prometheus-style.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending (the +Inf bucket is implied).
+    pub bounds_secs: Vec<f64>,
+    /// Non-cumulative count per bucket; one more entry than `bounds_secs` (the +Inf bucket).
+    pub counts: Vec<u64>,
+    pub sum_secs: f64,
+}
+
+impl Histogram {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl Snapshot {
+    /// Connections in display order: CLOSE_WAIT first (longest first), then the rest by age.
+    pub fn sorted_connections(&self) -> Vec<&ConnRow> {
+        let mut rows: Vec<&ConnRow> = self.connections.iter().collect();
+        rows.sort_by(|a, b| {
+            let a_cw = a.close_wait_ms.unwrap_or(0);
+            let b_cw = b.close_wait_ms.unwrap_or(0);
+            (b.state == ConnState::CloseWait)
+                .cmp(&(a.state == ConnState::CloseWait))
+                .then(b_cw.cmp(&a_cw))
+                .then(b.age_ms.cmp(&a.age_ms))
+        });
+        rows
+    }
+}

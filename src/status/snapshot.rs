@@ -1,0 +1,186 @@
+//! Builds the status `Snapshot` from the shared table (plus the kernel's view), without locks:
+//! each slot is copied field by field, so a row may be a moment out of date but never torn in
+//! a way that matters for display.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+
+use super::model::*;
+use crate::config::AutoClose;
+use crate::kernel::proc_net::KernelSocket;
+use crate::table::layout::HISTOGRAM_BOUNDS_MS;
+use crate::table::state::ConnState;
+use crate::table::SharedTable;
+
+/// What the server says about itself (from Apache, not the table).
+#[derive(Clone, Debug, Default)]
+pub struct ServerInfo {
+    pub server_version: String,
+    pub mpm: String,
+}
+
+/// The listening ports recorded at post_config, for the kernel view.
+pub fn listen_ports(table: &SharedTable) -> Vec<u16> {
+    let h = table.header();
+    let n = h.listen_port_count.load(Relaxed) as usize;
+    h.listen_ports
+        .iter()
+        .take(n)
+        .map(|p| p.load(Relaxed) as u16)
+        .collect()
+}
+
+pub fn build(
+    table: Option<&SharedTable>,
+    info: &ServerInfo,
+    now_mono_ms: u64,
+    kernel: Result<Vec<KernelSocket>, String>,
+) -> Snapshot {
+    let mut snap = Snapshot {
+        server_version: info.server_version.clone(),
+        mpm: info.mpm.clone(),
+        module_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    };
+    snap.totals.open_by_state = ConnState::OPEN.iter().map(|s| (*s, 0)).collect();
+    snap.close_wait_histogram.bounds_secs = HISTOGRAM_BOUNDS_MS
+        .iter()
+        .map(|ms| *ms as f64 / 1000.0)
+        .collect();
+    snap.close_wait_histogram.counts = vec![0; HISTOGRAM_BOUNDS_MS.len() + 1];
+    let Some(t) = table else {
+        snap.kernel = kernel_view(kernel, &HashMap::new());
+        return snap;
+    };
+    let h = t.header();
+    snap.uptime_secs = now_mono_ms.saturating_sub(h.created_mono_ms.load(Relaxed)) / 1000;
+    snap.generation = h.generation.load(Relaxed);
+    snap.slots_total = t.nslots() as u64;
+    snap.scan_interval_ms = h.scan_interval_ms.load(Relaxed);
+    let c = &h.counters;
+    snap.totals.accepted = c.accepted.load(Relaxed);
+    snap.totals.requests = c.requests.load(Relaxed);
+    snap.totals.closed = c.closed.load(Relaxed);
+    snap.totals.force_closed_guard = c.force_closed_guard.load(Relaxed);
+    snap.totals.force_closed_rescue = c.force_closed_rescue.load(Relaxed);
+    snap.totals.reported = c.reported.load(Relaxed);
+    snap.totals.reclaimed = c.reclaimed.load(Relaxed);
+    snap.totals.untracked = c.untracked.load(Relaxed);
+    for (i, b) in h.histogram.iter().enumerate() {
+        snap.close_wait_histogram.counts[i] = b.load(Relaxed);
+    }
+    snap.close_wait_histogram.sum_secs = h.histogram_sum_ms.load(Relaxed) as f64 / 1000.0;
+
+    let vhost_count = h.vhost_count.load(Acquire) as usize;
+    let mut vhosts: Vec<VhostRow> = (0..vhost_count as u32)
+        .filter_map(|i| {
+            let row = t.vhost(i)?;
+            let (name, port) = t.vhost_name(i);
+            Some(VhostRow {
+                name,
+                port,
+                auto_close: AutoClose::from_u8(row.auto_close.load(Relaxed) as u8),
+                close_wait_timeout_ms: row.close_wait_timeout_ms.load(Relaxed),
+                accepted: row.accepted.load(Relaxed),
+                open: 0,
+                close_wait_now: 0,
+                force_closed_guard: row.force_closed_guard.load(Relaxed),
+                force_closed_rescue: row.force_closed_rescue.load(Relaxed),
+                reported: row.reported.load(Relaxed),
+            })
+        })
+        .collect();
+
+    let mut open_per_pid: HashMap<u32, u64> = HashMap::new();
+    let mut inodes: HashMap<u64, usize> = HashMap::new();
+    for (i, slot) in t.slots().iter().enumerate() {
+        if slot.state.load(Relaxed) == ConnState::Free as u32 {
+            continue;
+        }
+        let v = slot.view(i);
+        if !v.state.is_open() {
+            continue; // being claimed or on its way out
+        }
+        snap.slots_used += 1;
+        if let Some((_, n)) = snap
+            .totals
+            .open_by_state
+            .iter_mut()
+            .find(|(s, _)| *s == v.state)
+        {
+            *n += 1;
+        }
+        *open_per_pid.entry(v.owner_pid).or_default() += 1;
+        if v.inode != 0 {
+            inodes.insert(v.inode, snap.connections.len());
+        }
+        let in_close_wait = v.close_wait_since_mono_ms != 0;
+        if in_close_wait {
+            snap.totals.close_wait_now += 1;
+        }
+        if let Some(row) = vhosts.get_mut(v.vhost as usize) {
+            row.open += 1;
+            row.close_wait_now += in_close_wait as u64;
+        }
+        let (vname, vport) = t.vhost_name(v.vhost);
+        snap.connections.push(ConnRow {
+            pid: v.owner_pid,
+            client: v.client.to_string(),
+            local_port: v.local.port(),
+            vhost: format!("{vname}:{vport}"),
+            state: v.state,
+            age_ms: now_mono_ms.saturating_sub(v.accept_mono_ms),
+            close_wait_ms: in_close_wait
+                .then(|| now_mono_ms.saturating_sub(v.close_wait_since_mono_ms)),
+            requests: v.requests,
+            method: v.method,
+            path: v.path,
+        });
+    }
+
+    let hung_after = h.hung_child_timeout_ms.load(Relaxed);
+    for row in t.children() {
+        let pid = row.pid.load(Acquire);
+        if pid == 0 {
+            continue;
+        }
+        let age = now_mono_ms.saturating_sub(row.last_checkin_mono_ms.load(Relaxed));
+        snap.children.push(ChildRow {
+            pid,
+            generation: row.generation.load(Relaxed),
+            open: open_per_pid.get(&pid).copied().unwrap_or(0),
+            checkin_age_ms: age,
+            hung: hung_after > 0 && age > hung_after,
+        });
+    }
+    snap.children.sort_by_key(|c| (c.generation, c.pid));
+    snap.vhosts = std::mem::take(&mut vhosts);
+    snap.kernel = kernel_view(kernel, &inodes);
+    snap
+}
+
+fn kernel_view(
+    kernel: Result<Vec<KernelSocket>, String>,
+    tracked_inodes: &HashMap<u64, usize>,
+) -> KernelView {
+    match kernel {
+        Err(e) => KernelView {
+            available: false,
+            error: Some(e),
+            ..Default::default()
+        },
+        Ok(sockets) => {
+            let tracked = sockets
+                .iter()
+                .filter(|s| tracked_inodes.contains_key(&s.inode))
+                .count() as u64;
+            KernelView {
+                available: true,
+                error: None,
+                tracked,
+                untracked: sockets.len() as u64 - tracked,
+                leaked: Vec::new(),
+            }
+        }
+    }
+}

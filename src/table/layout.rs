@@ -1,0 +1,192 @@
+//! The byte layout of the shared segment: header, vhost rows, child rows, connection slots.
+//!
+//! Every field that more than one process touches is an atomic, so any process may read or
+//! write it through a shared reference without a lock. The layout is versioned: a segment
+//! whose `magic`, `layout_version` or sizes differ from what this build expects is never reused.
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
+/// Bump whenever any struct in this file, or a stored enum value, changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Rows for distinct `name:port` servers; more than this share the last row ("other").
+pub const MAX_VHOSTS: usize = 256;
+pub const VHOST_NAME_BYTES: usize = 96;
+/// Listening ports remembered for the kernel view.
+pub const MAX_LISTEN_PORTS: usize = 32;
+/// Upper bounds (ms) of the CLOSE_WAIT duration histogram; one more bucket holds the rest.
+pub const HISTOGRAM_BOUNDS_MS: [u64; 10] = [
+    100, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,
+];
+pub const METHOD_BYTES: usize = 16;
+pub const PATH_BYTES: usize = 128;
+
+/// Server-wide counters. Monotonic: they only ever grow, across graceful restarts too.
+#[repr(C)]
+#[derive(Default)]
+pub struct Counters {
+    pub accepted: AtomicU64,
+    pub requests: AtomicU64,
+    pub closed: AtomicU64,
+    pub force_closed_guard: AtomicU64,
+    pub force_closed_rescue: AtomicU64,
+    pub reported: AtomicU64,
+    pub reclaimed: AtomicU64,
+    pub untracked: AtomicU64,
+}
+
+#[repr(C)]
+pub struct Header {
+    pub magic: AtomicU64,
+    pub layout_version: AtomicU32,
+    pub nslots: AtomicU32,
+    pub nchildren: AtomicU32,
+    pub _reserved: AtomicU32,
+    pub total_size: AtomicU64,
+    /// CLOCK_MONOTONIC ms when the segment was created (uptime survives graceful restarts).
+    pub created_mono_ms: AtomicU64,
+    /// Config generation: 0 at first start, +1 per restart.
+    pub generation: AtomicU64,
+    /// Approximate count of claimed slots; lets a full table be detected without a walk.
+    pub slots_used: AtomicU32,
+    pub vhost_count: AtomicU32,
+    /// Main server settings published for every process (children read them at check-in).
+    pub scan_interval_ms: AtomicU64,
+    pub hung_child_timeout_ms: AtomicU64,
+    pub listen_port_count: AtomicU32,
+    pub _reserved2: AtomicU32,
+    pub listen_ports: [AtomicU32; MAX_LISTEN_PORTS],
+    pub counters: Counters,
+    pub histogram: [AtomicU64; HISTOGRAM_BOUNDS_MS.len() + 1],
+    pub histogram_sum_ms: AtomicU64,
+}
+
+/// One `name:port` server. The name is written by the parent before `vhost_count` publishes
+/// the row and never changes afterwards, so readers need no lock for it.
+#[repr(C)]
+pub struct VhostRow {
+    pub name: [AtomicU64; VHOST_NAME_BYTES / 8],
+    pub name_len: AtomicU32,
+    pub port: AtomicU32,
+    /// `config::AutoClose` as u8 and the timeout; refreshed at every restart.
+    pub auto_close: AtomicU32,
+    pub _reserved: AtomicU32,
+    pub close_wait_timeout_ms: AtomicU64,
+    pub accepted: AtomicU64,
+    pub requests: AtomicU64,
+    pub force_closed_guard: AtomicU64,
+    pub force_closed_rescue: AtomicU64,
+    pub reported: AtomicU64,
+}
+
+/// One child process's guard. `pid == 0` marks a free row.
+#[repr(C)]
+pub struct ChildRow {
+    pub pid: AtomicU32,
+    pub _reserved: AtomicU32,
+    pub generation: AtomicU64,
+    /// /proc/<pid>/stat start time, to tell a recycled pid from the child we knew.
+    pub start_time: AtomicU64,
+    pub last_checkin_mono_ms: AtomicU64,
+}
+
+/// One tracked connection.
+///
+/// Ownership: `state` doubles as the claim flag. Only the owning child writes the other fields
+/// while the slot is claimed (the parent writes only when the owner is dead). Method and path are
+/// guarded by the `text_seq` seqlock so readers never show half of one request and half of
+/// another.
+#[repr(C)]
+pub struct Slot {
+    pub state: AtomicU32,
+    pub owner_pid: AtomicU32,
+    /// Bumped at every claim; a connection's release must present the tag it claimed with.
+    pub tag: AtomicU64,
+    pub fd: AtomicI32,
+    pub vhost: AtomicU32,
+    pub inode: AtomicU64,
+    /// IPv4 as ::ffff:a.b.c.d form, IPv6 as is.
+    pub client_ip: [AtomicU32; 4],
+    pub local_ip: [AtomicU32; 4],
+    /// low 16 bits: port; bit 16: IPv6.
+    pub client_port: AtomicU32,
+    pub local_port: AtomicU32,
+    pub accept_mono_ms: AtomicU64,
+    pub state_since_mono_ms: AtomicU64,
+    /// 0 when the kernel has not shown it in CLOSE_WAIT.
+    pub close_wait_since_mono_ms: AtomicU64,
+    pub requests: AtomicU64,
+    pub text_seq: AtomicU32,
+    pub method_len: AtomicU32,
+    pub path_len: AtomicU32,
+    pub _reserved: AtomicU32,
+    pub method: [AtomicU64; METHOD_BYTES / 8],
+    pub path: [AtomicU64; PATH_BYTES / 8],
+}
+
+const fn align64(n: usize) -> usize {
+    (n + 63) & !63
+}
+
+/// Offsets of each part inside a segment with the given capacities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub nslots: usize,
+    pub nchildren: usize,
+    pub vhosts_offset: usize,
+    pub children_offset: usize,
+    pub slots_offset: usize,
+    pub total_size: usize,
+}
+
+impl Layout {
+    pub fn new(nslots: usize, nchildren: usize) -> Layout {
+        let vhosts_offset = align64(std::mem::size_of::<Header>());
+        let children_offset = align64(vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>());
+        let slots_offset = align64(children_offset + nchildren * std::mem::size_of::<ChildRow>());
+        let total_size = align64(slots_offset + nslots * std::mem::size_of::<Slot>());
+        Layout {
+            nslots,
+            nchildren,
+            vhosts_offset,
+            children_offset,
+            slots_offset,
+            total_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_do_not_overlap_and_are_aligned() {
+        let l = Layout::new(100, 10);
+        assert!(l.vhosts_offset >= std::mem::size_of::<Header>());
+        assert!(
+            l.children_offset >= l.vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>()
+        );
+        assert!(l.slots_offset >= l.children_offset + 10 * std::mem::size_of::<ChildRow>());
+        assert!(l.total_size >= l.slots_offset + 100 * std::mem::size_of::<Slot>());
+        for off in [
+            l.vhosts_offset,
+            l.children_offset,
+            l.slots_offset,
+            l.total_size,
+        ] {
+            assert_eq!(off % 64, 0);
+        }
+    }
+
+    #[test]
+    fn slot_stays_small() {
+        // The table is sized per connection; keep a slot within a few cache lines.
+        assert!(
+            std::mem::size_of::<Slot>() <= 320,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+    }
+}

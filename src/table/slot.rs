@@ -1,0 +1,131 @@
+//! Per-slot field access: addresses, request text (seqlock), and a plain-data view for readers.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicU32};
+
+use super::layout::Slot;
+use super::shared::{read_bytes, write_bytes};
+use super::state::ConnState;
+
+const IPV6_FLAG: u32 = 1 << 16;
+
+/// A consistent-enough copy of one slot, taken without locking (for status and scans).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotView {
+    pub index: usize,
+    pub state: ConnState,
+    pub owner_pid: u32,
+    pub fd: i32,
+    pub inode: u64,
+    pub vhost: u32,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub accept_mono_ms: u64,
+    pub state_since_mono_ms: u64,
+    pub close_wait_since_mono_ms: u64,
+    pub requests: u64,
+    pub method: String,
+    pub path: String,
+}
+
+fn store_addr(ip: &[AtomicU32; 4], port: &AtomicU32, addr: &SocketAddr) {
+    let (v6, flag) = match addr.ip() {
+        IpAddr::V4(v4) => (v4.to_ipv6_mapped(), 0),
+        IpAddr::V6(v6) => (v6, IPV6_FLAG),
+    };
+    for (word, chunk) in ip.iter().zip(v6.octets().chunks(4)) {
+        word.store(
+            u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+            Relaxed,
+        );
+    }
+    port.store(addr.port() as u32 | flag, Relaxed);
+}
+
+fn load_addr(ip: &[AtomicU32; 4], port: &AtomicU32) -> SocketAddr {
+    let mut octets = [0u8; 16];
+    for (i, word) in ip.iter().enumerate() {
+        octets[i * 4..i * 4 + 4].copy_from_slice(&word.load(Relaxed).to_be_bytes());
+    }
+    let p = port.load(Relaxed);
+    let v6 = Ipv6Addr::from(octets);
+    let ip = match v6.to_ipv4_mapped() {
+        Some(v4) if p & IPV6_FLAG == 0 => IpAddr::V4(v4),
+        _ => IpAddr::V6(v6),
+    };
+    SocketAddr::new(ip, (p & 0xffff) as u16)
+}
+
+impl Slot {
+    /// Records the socket's identity at accept time (owner only, before publishing a state).
+    pub fn set_socket(
+        &self,
+        fd: i32,
+        inode: u64,
+        client: &SocketAddr,
+        local: &SocketAddr,
+        vhost: u32,
+    ) {
+        self.fd.store(fd, Relaxed);
+        self.inode.store(inode, Relaxed);
+        self.vhost.store(vhost, Relaxed);
+        store_addr(&self.client_ip, &self.client_port, client);
+        store_addr(&self.local_ip, &self.local_port, local);
+    }
+
+    /// Writes method and path under the seqlock (owner only). Long values are truncated.
+    pub fn write_text(&self, method: &str, path: &str) {
+        let seq = self.text_seq.load(Relaxed);
+        self.text_seq.store(seq.wrapping_add(1), Relaxed); // odd: write in progress
+        fence(Release);
+        let m = write_bytes(&self.method, method.as_bytes());
+        let p = write_bytes(&self.path, path.as_bytes());
+        self.method_len.store(m as u32, Relaxed);
+        self.path_len.store(p as u32, Relaxed);
+        self.text_seq.store(seq.wrapping_add(2), Release);
+    }
+
+    /// Reads method and path; gives up (empty strings) if a writer keeps interfering.
+    pub fn read_text(&self) -> (String, String) {
+        for _ in 0..16 {
+            let before = self.text_seq.load(Acquire);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let m = read_bytes(&self.method, self.method_len.load(Relaxed) as usize);
+            let p = read_bytes(&self.path, self.path_len.load(Relaxed) as usize);
+            fence(Acquire);
+            if self.text_seq.load(Relaxed) == before {
+                return (lossy(m), lossy(p));
+            }
+        }
+        (String::new(), String::new())
+    }
+
+    pub fn view(&self, index: usize) -> SlotView {
+        let (method, path) = self.read_text();
+        SlotView {
+            index,
+            state: ConnState::from_u32(self.state.load(Acquire)),
+            owner_pid: self.owner_pid.load(Relaxed),
+            fd: self.fd.load(Relaxed),
+            inode: self.inode.load(Relaxed),
+            vhost: self.vhost.load(Relaxed),
+            client: load_addr(&self.client_ip, &self.client_port),
+            local: load_addr(&self.local_ip, &self.local_port),
+            accept_mono_ms: self.accept_mono_ms.load(Relaxed),
+            state_since_mono_ms: self.state_since_mono_ms.load(Relaxed),
+            close_wait_since_mono_ms: self.close_wait_since_mono_ms.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            method,
+            path,
+        }
+    }
+}
+
+/// Truncation can split a UTF-8 sequence; show a replacement char rather than fail.
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}

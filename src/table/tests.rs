@@ -1,0 +1,190 @@
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::*;
+use crate::table::state::ConnState;
+
+/// A heap buffer standing in for the shared segment (64-byte aligned, zeroed).
+#[repr(align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+fn region(nslots: usize, nchildren: usize) -> (Vec<Line>, SharedTable) {
+    let size = SharedTable::required_size(nslots, nchildren);
+    let mut mem = vec![Line([0; 64]); size / 64];
+    // SAFETY: `mem` is 64-byte aligned (Line's alignment), exactly `size` bytes, and the
+    // caller keeps the Vec alive for as long as it uses the handle.
+    let t =
+        unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, nslots, nchildren, 1_000) }
+            .expect("init");
+    (mem, t)
+}
+
+#[test]
+fn claim_fill_and_release() {
+    let (_m, t) = region(4, 2);
+    let hs: Vec<_> = (0..4)
+        .map(|i| t.claim(100, i, 5).expect("free slot"))
+        .collect();
+    assert_eq!(t.header().slots_used.load(Relaxed), 4);
+    assert!(t.claim(100, 0, 5).is_none(), "full table refuses");
+    assert_eq!(t.counters().untracked.load(Relaxed), 1);
+    assert_eq!(t.counters().accepted.load(Relaxed), 5);
+    assert!(t.release(hs[2]));
+    assert!(!t.release(hs[2]), "double release is refused");
+    assert_eq!(t.counters().closed.load(Relaxed), 1);
+    let again = t.claim(100, 0, 6).expect("slot freed");
+    assert_eq!(again.index, hs[2].index);
+    assert_ne!(again.tag, hs[2].tag, "a new claim gets a new tag");
+    assert!(
+        !t.release(hs[2]),
+        "a stale handle cannot free the new owner's slot"
+    );
+}
+
+#[test]
+fn attach_validates_layout() {
+    let (mut m, t) = region(8, 2);
+    let len = m.len() * 64;
+    // SAFETY: same memory as `t`, still alive.
+    let again = unsafe { SharedTable::attach(m.as_mut_ptr() as *mut u8, len) }.unwrap();
+    assert_eq!(again.nslots(), 8);
+    t.header().layout_version.store(999, Relaxed);
+    // SAFETY: as above.
+    let bad = unsafe { SharedTable::attach(m.as_mut_ptr() as *mut u8, len) };
+    assert_eq!(bad.unwrap_err(), TableError::Incompatible);
+    // SAFETY: as above; a too-short length must be refused, not read past.
+    let short = unsafe { SharedTable::init(m.as_mut_ptr() as *mut u8, 64, 8, 2, 0) };
+    assert!(matches!(short, Err(TableError::TooSmall { .. })));
+}
+
+#[test]
+fn concurrent_claims_never_share_a_slot() {
+    let (_m, t) = region(64, 2);
+    let threads: Vec<_> = (0..8)
+        .map(|th| {
+            std::thread::spawn(move || {
+                for round in 0..2_000 {
+                    if let Some(h) = t.claim(th + 1, (th as usize * 7 + round) % 64, 1) {
+                        let slot = t.owned(h).unwrap();
+                        slot.fd.store(th as i32, Relaxed);
+                        slot.write_text("GET", &format!("/t{th}"));
+                        t.set_state(h, ConnState::Handling, 2);
+                        std::thread::yield_now();
+                        // Nobody else wrote into our slot while we held it.
+                        assert_eq!(slot.fd.load(Relaxed), th as i32);
+                        assert_eq!(slot.owner_pid.load(Relaxed), th + 1);
+                        assert!(t.release(h));
+                    }
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_eq!(t.header().slots_used.load(Relaxed), 0);
+    let c = t.counters();
+    assert_eq!(c.accepted.load(Relaxed), 16_000);
+    assert_eq!(c.closed.load(Relaxed) + c.untracked.load(Relaxed), 16_000);
+    assert!(t
+        .slots()
+        .iter()
+        .all(|s| s.state.load(Relaxed) == ConnState::Free as u32));
+}
+
+#[test]
+fn text_round_trips_and_truncates() {
+    let (_m, t) = region(2, 1);
+    let h = t.claim(1, 0, 1).unwrap();
+    let slot = t.owned(h).unwrap();
+    slot.write_text("PROPFIND", "/a/b?no");
+    assert_eq!(slot.read_text(), ("PROPFIND".into(), "/a/b?no".into()));
+    let long = "x".repeat(500);
+    slot.write_text("GET", &long);
+    assert_eq!(slot.read_text().1.len(), layout::PATH_BYTES);
+    slot.write_text("GET", "/é");
+    assert_eq!(slot.read_text().1, "/é");
+}
+
+#[test]
+fn addresses_round_trip() {
+    let (_m, t) = region(2, 1);
+    let h = t.claim(1, 0, 1).unwrap();
+    let slot = t.owned(h).unwrap();
+    let c: SocketAddr = "10.1.2.3:4567".parse().unwrap();
+    let l: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+    slot.set_socket(9, 12345, &c, &l, 2);
+    let v = slot.view(h.index as usize);
+    assert_eq!(
+        (v.client, v.local, v.fd, v.inode, v.vhost),
+        (c, l, 9, 12345, 2)
+    );
+}
+
+#[test]
+fn reclaim_frees_dead_owners_only() {
+    let (_m, t) = region(8, 4);
+    t.claim_child(10, 0, 111, 1).unwrap();
+    t.claim_child(20, 0, 222, 1).unwrap();
+    let a = t.claim(10, 0, 1).unwrap();
+    let b = t.claim(20, 1, 1).unwrap();
+    let c = t.claim(20, 2, 1).unwrap();
+    t.owned(c)
+        .unwrap()
+        .close_wait_since_mono_ms
+        .store(1, Relaxed);
+    let n = t.reclaim_dead(|pid, _| pid == 10);
+    assert_eq!(n, 2);
+    assert_eq!(t.counters().reclaimed.load(Relaxed), 2);
+    assert!(t.owned(a).is_some());
+    assert!(t.owned(b).is_none() && t.owned(c).is_none());
+    assert_eq!(
+        t.children()
+            .iter()
+            .filter(|r| r.pid.load(Relaxed) != 0)
+            .count(),
+        1
+    );
+    let hist: u64 = t.header().histogram.iter().map(|b| b.load(Relaxed)).sum();
+    assert_eq!(
+        hist, 1,
+        "a reclaimed CLOSE_WAIT socket still lands in the histogram"
+    );
+}
+
+#[test]
+fn child_exit_releases_its_slots() {
+    let (_m, t) = region(8, 2);
+    for i in 0..3 {
+        t.claim(7, i, 1).unwrap();
+    }
+    let other = t.claim(8, 5, 1).unwrap();
+    assert_eq!(t.release_all_of(7), 3);
+    assert!(t.owned(other).is_some());
+    assert_eq!(t.header().slots_used.load(Relaxed), 1);
+}
+
+#[test]
+fn vhosts_are_found_again_by_name_and_port() {
+    let (_m, t) = region(2, 1);
+    let a = t.register_vhost("a.test", 80);
+    let b = t.register_vhost("b.test", 80);
+    let a8 = t.register_vhost("a.test", 8080);
+    assert_eq!((a, b, a8), (0, 1, 2));
+    assert_eq!(t.register_vhost("b.test", 80), 1);
+    assert_eq!(t.vhost_name(1), ("b.test".to_string(), 80));
+    assert!(t.vhost(3).is_none());
+}
+
+#[test]
+fn histogram_buckets_by_upper_bound() {
+    let (_m, t) = region(1, 1);
+    t.record_close_wait_duration(100);
+    t.record_close_wait_duration(101);
+    t.record_close_wait_duration(99_999_999);
+    let h = &t.header().histogram;
+    assert_eq!(h[0].load(Relaxed), 1);
+    assert_eq!(h[1].load(Relaxed), 1);
+    assert_eq!(h[layout::HISTOGRAM_BOUNDS_MS.len()].load(Relaxed), 1);
+}
