@@ -56,6 +56,9 @@ static COMMANDS: CommandTable<7> = CommandTable([
     },
 ]);
 
+/// http_config.h's AP_MODULE_FLAG_ALWAYS_MERGE (a macro bindgen does not see).
+const AP_MODULE_FLAG_ALWAYS_MERGE: i32 = 1 << 0;
+
 #[no_mangle]
 #[allow(non_upper_case_globals)]
 pub static mut socket_guard_module: b::module = b::module {
@@ -74,7 +77,9 @@ pub static mut socket_guard_module: b::module = b::module {
     merge_server_config: Some(server_conf::merge),
     cmds: &COMMANDS.0 as *const [b::command_rec; 7] as *const b::command_rec,
     register_hooks: Some(register_hooks),
-    flags: 0,
+    // Without ALWAYS_MERGE, a vhost that uses none of our directives shares the main server's
+    // config struct, and the per-server vhost index written at post_config would collide.
+    flags: AP_MODULE_FLAG_ALWAYS_MERGE,
 };
 
 /// The module struct's address, for `ap_get_module_config` and friends.

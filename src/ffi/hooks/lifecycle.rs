@@ -144,7 +144,7 @@ unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
             } else {
                 name
             };
-            let port = server_port(sr);
+            let port = server_port(sr, s);
             let index = table.register_vhost(&name, port);
             if index as usize == crate::table::layout::MAX_VHOSTS - 1 && !full_logged {
                 full_logged = true;
@@ -167,25 +167,45 @@ unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
     }
 }
 
-/// The port a server answers on: ServerName's port, else its <VirtualHost> address's, else the
-/// first listener's.
+/// The port a server answers on: ServerName's port, else its <VirtualHost> address's. The
+/// main server has no address of its own: it answers on the listeners no <VirtualHost> claims,
+/// so it gets the lowest such port (or the lowest listener if every port has a vhost).
 ///
 /// # Safety
-/// `sr` must be a live server_rec.
-unsafe fn server_port(sr: &b::server_rec) -> u16 {
+/// `sr` must be a live server_rec of the list headed by `main`.
+unsafe fn server_port(sr: &b::server_rec, main: *const b::server_rec) -> u16 {
     if sr.port != 0 {
         return sr.port;
     }
-    // SAFETY: per the contract; addrs is null or a live list.
+    // SAFETY: per the contract; addrs is null or a live list, ap_listeners is set up.
     unsafe {
         if let Some(a) = sr.addrs.as_ref() {
             if a.host_port != 0 {
                 return a.host_port;
             }
         }
-        b::ap_listeners
-            .as_ref()
-            .map(|l| conn::socket_addr(l.bind_addr).port())
+        let mut listeners = Vec::new();
+        let mut lr = b::ap_listeners;
+        while let Some(l) = lr.as_ref() {
+            listeners.push(conn::socket_addr(l.bind_addr).port());
+            lr = l.next;
+        }
+        let mut claimed = Vec::new();
+        let mut cur = (*main).next;
+        while let Some(v) = cur.as_ref() {
+            let mut a = v.addrs;
+            while let Some(addr) = a.as_ref() {
+                claimed.push(addr.host_port);
+                a = addr.next;
+            }
+            cur = v.next;
+        }
+        listeners.sort_unstable();
+        listeners
+            .iter()
+            .find(|p| !claimed.contains(p))
+            .or(listeners.first())
+            .copied()
             .unwrap_or(0)
     }
 }

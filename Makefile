@@ -1,0 +1,121 @@
+# mod_socket_guard — build, test, run and install the Apache httpd 2.4 module.
+#
+#   make            build the release module into build/mod_socket_guard.so
+#   make test       unit tests, then the integration tests (real Apache servers, one at a time)
+#   make run        start a demo Apache on 127.0.0.1:8080 in the foreground (PORT=, MPM=)
+#   make start      the same server in the background; `make stop` stops it
+#   make install    install the module with apxs and the Debian a2enmod files
+#   make bench      with/without-module throughput and CPU comparison (wrk + ab)
+#   make lint       cargo fmt --check and cargo clippy
+#
+# Every target that needs system packages runs scripts/bootstrap.sh first (quiet and fast when
+# nothing is missing).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := all
+
+# A rustup install lives in ~/.cargo/bin, which a non-login shell (CI, sudo) may not have on PATH.
+ifneq ($(HOME),)
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+endif
+
+CARGO       ?= cargo
+APXS        ?= apxs
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+SO_BUILT    := $(TARGET_DIR)/release/libmod_socket_guard.so
+SO          := build/mod_socket_guard.so
+PORT        ?= 8080
+MPM         ?= event
+CLIPPY_ARGS ?= --all-targets -- -D warnings
+MODS_AVAILABLE := /etc/apache2/mods-available
+
+# The integration tests load the module from here (absolute path; overridable on the command line).
+SOCKET_GUARD_SO := $(CURDIR)/$(SO)
+export SOCKET_GUARD_SO
+
+.PHONY: all build bootstrap test test-unit test-integration run start stop demo install \
+        bench clean fmt lint help
+
+all: build
+
+help:
+	@sed -n '3,10s/^# \{0,1\}//p' Makefile
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+build: bootstrap
+	$(CARGO) build --release
+	@mkdir -p build
+	@install -m 0755 $(SO_BUILT) $(SO)
+	@echo "module: $(SO)"
+
+test: build
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-integration
+
+test-unit:
+	$(CARGO) test --release --lib
+
+# Integration tests start real Apache servers: run them serially (2 cores, bounded time).
+test-integration: build
+	@if compgen -G 'tests/*.rs' >/dev/null; then \
+	    echo "$(CARGO) test --release --no-fail-fast --test '*' -- --test-threads=1"; \
+	    $(CARGO) test --release --no-fail-fast --test '*' -- --test-threads=1; \
+	else \
+	    echo "no integration tests in tests/"; \
+	fi
+
+run: build
+	PORT=$(PORT) MPM=$(MPM) scripts/run.sh
+
+start: build
+	PORT=$(PORT) MPM=$(MPM) scripts/run.sh --background
+
+stop:
+	@scripts/run.sh --stop
+
+# scripts/demo.sh (when present) starts the demo server in the background and shows the guard at work.
+demo: build
+	@if [[ -x scripts/demo.sh ]]; then PORT=$(PORT) MPM=$(MPM) scripts/demo.sh; \
+	else echo "scripts/demo.sh is not there yet; try 'make run'" >&2; exit 1; fi
+
+install: build
+	$(APXS) -i -n socket_guard $(SO)
+	@if [[ -d $(MODS_AVAILABLE) ]]; then \
+	    install -m 0644 apache-conf/socket_guard.load $(MODS_AVAILABLE)/socket_guard.load; \
+	    if [[ -e $(MODS_AVAILABLE)/socket_guard.conf ]] && \
+	       ! cmp -s apache-conf/socket_guard.conf $(MODS_AVAILABLE)/socket_guard.conf; then \
+	        install -m 0644 apache-conf/socket_guard.conf $(MODS_AVAILABLE)/socket_guard.conf.new; \
+	        echo "kept your $(MODS_AVAILABLE)/socket_guard.conf; the new default is socket_guard.conf.new"; \
+	    else \
+	        install -m 0644 apache-conf/socket_guard.conf $(MODS_AVAILABLE)/socket_guard.conf; \
+	    fi; \
+	    echo "installed $(MODS_AVAILABLE)/socket_guard.{load,conf}"; \
+	    echo "enable with:  a2enmod socket_guard && apache2ctl configtest && systemctl reload apache2"; \
+	else \
+	    echo "no $(MODS_AVAILABLE): add to httpd.conf:"; \
+	    echo "  LoadModule socket_guard_module $$($(APXS) -q LIBEXECDIR)/mod_socket_guard.so"; \
+	    echo "and the <Location \"/socket-status\"> block from apache-conf/socket_guard.conf"; \
+	fi
+
+bench: build
+	bench/run.sh
+
+clean:
+	@if [[ -e build/run/apache2.pid ]]; then scripts/run.sh --stop; fi
+	-$(CARGO) clean
+	rm -rf build
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
+	    echo "$(CARGO) clippy $(CLIPPY_ARGS)"; \
+	    $(CARGO) clippy $(CLIPPY_ARGS); \
+	else \
+	    echo "cargo clippy is not installed; skipped (rustup component add clippy)"; \
+	fi

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing mod_socket_guard needs, from Debian packages.
+#
+# Idempotent and quiet: when everything is present it prints nothing and exits 0 quickly, so
+# `make build` can call it every time. It never starts, stops or enables the system apache2
+# service: our servers run from generated configs on their own ports. If a package's postinst
+# does start the system apache2 (port 80), it is left alone.
+#
+# Rust itself cannot be installed from here; when cargo is missing this says how to get it.
+set -euo pipefail
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+missing=()
+need() { # need PACKAGE -- adds PACKAGE to the install list (once)
+    local pkg=$1 p
+    for p in "${missing[@]+"${missing[@]}"}"; do
+        [[ $p == "$pkg" ]] && return 0
+    done
+    missing+=("$pkg")
+}
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_file_glob() { # have_file_glob PATTERN... -- true when any pattern matches an existing file
+    local f
+    for f in "$@"; do
+        [[ -e $f ]] && return 0
+    done
+    return 1
+}
+
+# Apache httpd itself and the Debian modules scripts/run.sh, bench/run.sh and the tests load.
+if [[ ! -x /usr/sbin/apache2 ]] || ! have_file_glob /usr/lib/apache2/modules/mod_mpm_event.so; then
+    need apache2
+fi
+[[ -e /etc/mime.types ]] || need media-types
+have_cmd apxs || [[ -x /usr/bin/apxs ]] || need apache2-dev
+# bindgen loads libclang at build time.
+shopt -s nullglob
+libclang=(/usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-*.so* /usr/lib/*-linux-gnu/libclang*.so*)
+shopt -u nullglob
+if [[ ${#libclang[@]} -eq 0 && -z ${LIBCLANG_PATH:-} ]]; then
+    need libclang-dev
+fi
+have_cmd wrk || need wrk
+have_cmd ab || need apache2-utils
+have_cmd ss || need iproute2
+have_cmd curl || need curl
+have_cmd make || need make
+have_cmd gcc || need gcc
+# With --no-install-recommends gcc comes without the C library headers.
+[[ -e /usr/include/stdio.h ]] || need libc6-dev
+have_cmd pkg-config || need pkg-config
+have_cmd timeout || need coreutils
+have_cmd runuser || need util-linux
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if ! have_cmd apt-get; then
+        log "missing: ${missing[*]}"
+        log "this script only knows apt-get (Debian/Ubuntu); install the equivalents by hand."
+        exit 1
+    fi
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if have_cmd sudo; then
+            SUDO=(sudo)
+        else
+            log "missing: ${missing[*]}"
+            log "not root and no sudo: run as root: apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+            exit 1
+        fi
+    fi
+
+    # Keep Debian's postinst scripts from starting the system apache2 on port 80: a
+    # policy-rc.d that answers 101 ("action forbidden") is the documented way. Only add one
+    # when there is none, and remove exactly the one we added.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=0
+    cleanup() {
+        if [[ $added_policy -eq 1 ]]; then
+            "${SUDO[@]}" rm -f "$policy" || true
+        fi
+    }
+    trap cleanup EXIT
+    if [[ ! -e $policy ]]; then
+        if printf '#!/bin/sh\n# added by mod_socket_guard scripts/bootstrap.sh during apt-get install\nexit 101\n' |
+            "${SUDO[@]}" tee "$policy" >/dev/null && "${SUDO[@]}" chmod 0755 "$policy"; then
+            added_policy=1
+        fi
+    fi
+
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" </dev/null
+    cleanup
+    added_policy=0
+    trap - EXIT
+    log "installed: ${missing[*]}"
+fi
+
+# Rust: installed by the user (rustup or Debian's cargo), never downloaded from here.
+if ! have_cmd cargo; then
+    home=${HOME:-$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6)}
+    if [[ -n $home && -x $home/.cargo/bin/cargo ]]; then
+        log "cargo is installed in $home/.cargo/bin but not on PATH: run"
+        log "    . \"$home/.cargo/env\""
+        log "(the Makefile adds \$HOME/.cargo/bin to PATH by itself)"
+    else
+        log "cargo (Rust) is not installed. Install a recent stable Rust toolchain, either"
+        log "    rustup (https://rustup.rs): curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal"
+        log "or Debian's packages (may be older than this crate needs):"
+        log "    apt-get install -y cargo rustc"
+        log "then run make again."
+        exit 1
+    fi
+fi
+exit 0

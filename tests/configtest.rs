@@ -1,0 +1,238 @@
+//! Directive validation through `apache2 -t`: every bad value or wrong context stops configtest
+//! with a message naming the directive; every documented good form passes.
+
+mod common;
+
+use common::{configtest, Mpm, Opts};
+
+const VHOST_OPEN: &str = "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName v.test\n";
+const VHOST_CLOSE: &str = "</VirtualHost>\n";
+
+enum Where {
+    Global,
+    Vhost,
+}
+
+fn opts_with(place: &Where, line: &str) -> Opts {
+    let base = Opts::new(Mpm::Event).extra_ports(1);
+    match place {
+        Where::Global => base.global(line),
+        Where::Vhost => base.vhosts(&format!("{VHOST_OPEN}    {line}\n{VHOST_CLOSE}")),
+    }
+}
+
+/// Runs all cases and reports every failing one at once.
+fn check_all(cases: &[(Where, &str, &str, Option<&str>)], expect_ok: bool) {
+    let mut failures = Vec::new();
+    for (place, line, directive, value) in cases {
+        let ctx = match place {
+            Where::Global => "server config",
+            Where::Vhost => "<VirtualHost>",
+        };
+        let (ok, out) = configtest(&opts_with(place, line));
+        if expect_ok {
+            if !ok || !out.contains("Syntax OK") {
+                failures.push(format!("`{line}` in {ctx} should pass configtest:\n{out}"));
+            }
+            continue;
+        }
+        if ok {
+            failures.push(format!(
+                "`{line}` in {ctx} passed configtest but must fail:\n{out}"
+            ));
+            continue;
+        }
+        if !out.contains(directive) {
+            failures.push(format!(
+                "`{line}` in {ctx}: configtest output does not name {directive}:\n{out}"
+            ));
+        }
+        if let Some(v) = value {
+            if !out.contains(v) {
+                failures.push(format!("`{line}` in {ctx}: configtest output does not show the bad value {v:?}:\n{out}"));
+            }
+        }
+        if out.contains("panicked") {
+            failures.push(format!(
+                "`{line}` in {ctx}: a Rust panic reached the output:\n{out}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) wrong:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn bad_values_fail_configtest() {
+    use Where::*;
+    check_all(
+        &[
+            (
+                Global,
+                "SocketGuardAutoClose Maybe",
+                "SocketGuardAutoClose",
+                Some("Maybe"),
+            ),
+            (
+                Vhost,
+                "SocketGuardAutoClose Maybe",
+                "SocketGuardAutoClose",
+                Some("Maybe"),
+            ),
+            (
+                Global,
+                "SocketGuardCloseWaitTimeout 50ms",
+                "SocketGuardCloseWaitTimeout",
+                Some("50ms"),
+            ),
+            (
+                Global,
+                "SocketGuardCloseWaitTimeout abc",
+                "SocketGuardCloseWaitTimeout",
+                Some("abc"),
+            ),
+            (
+                Global,
+                "SocketGuardCloseWaitTimeout 5h",
+                "SocketGuardCloseWaitTimeout",
+                Some("5h"),
+            ),
+            (
+                Vhost,
+                "SocketGuardCloseWaitTimeout 50ms",
+                "SocketGuardCloseWaitTimeout",
+                Some("50ms"),
+            ),
+            (
+                Global,
+                "SocketGuardScanInterval 5ms",
+                "SocketGuardScanInterval",
+                Some("5ms"),
+            ),
+            (
+                Global,
+                "SocketGuardScanInterval 2m",
+                "SocketGuardScanInterval",
+                Some("2m"),
+            ),
+            (Global, "SocketGuardSlots 3", "SocketGuardSlots", Some("3")),
+            (
+                Global,
+                "SocketGuardSlots lots",
+                "SocketGuardSlots",
+                Some("lots"),
+            ),
+            (
+                Global,
+                "SocketGuardSlots 2000000",
+                "SocketGuardSlots",
+                Some("2000000"),
+            ),
+            (
+                Global,
+                "SocketGuardRescue perhaps",
+                "SocketGuardRescue",
+                Some("perhaps"),
+            ),
+            (
+                Global,
+                "SocketGuardHungChildTimeout 0",
+                "SocketGuardHungChildTimeout",
+                Some("0"),
+            ),
+            (
+                Global,
+                "SocketGuardHungChildTimeout 500ms",
+                "SocketGuardHungChildTimeout",
+                Some("500ms"),
+            ),
+            // Argument count errors come from Apache itself but must still name the directive.
+            (Global, "SocketGuardAutoClose", "SocketGuardAutoClose", None),
+            (Global, "SocketGuardSlots 16 32", "SocketGuardSlots", None),
+        ],
+        false,
+    );
+}
+
+#[test]
+fn server_only_directives_fail_in_virtualhost() {
+    use Where::*;
+    check_all(
+        &[
+            (
+                Vhost,
+                "SocketGuardScanInterval 1s",
+                "SocketGuardScanInterval",
+                None,
+            ),
+            (Vhost, "SocketGuardSlots 64", "SocketGuardSlots", None),
+            (Vhost, "SocketGuardRescue On", "SocketGuardRescue", None),
+            (
+                Vhost,
+                "SocketGuardHungChildTimeout 10s",
+                "SocketGuardHungChildTimeout",
+                None,
+            ),
+        ],
+        false,
+    );
+}
+
+#[test]
+fn directives_fail_in_directory_context() {
+    use Where::*;
+    // Server/vhost directives are not per-directory: a <Location> block is the wrong context.
+    check_all(
+        &[
+            (
+                Global,
+                "<Location /x>\n    SocketGuardAutoClose On\n</Location>",
+                "SocketGuardAutoClose",
+                None,
+            ),
+            (
+                Global,
+                "<Directory /tmp>\n    SocketGuardCloseWaitTimeout 5s\n</Directory>",
+                "SocketGuardCloseWaitTimeout",
+                None,
+            ),
+        ],
+        false,
+    );
+}
+
+#[test]
+fn good_forms_pass_configtest() {
+    use Where::*;
+    check_all(
+        &[
+            (Global, "SocketGuardCloseWaitTimeout 500ms", "", None),
+            (Global, "SocketGuardCloseWaitTimeout 5s", "", None),
+            (Global, "SocketGuardCloseWaitTimeout 2m", "", None),
+            (Global, "SocketGuardCloseWaitTimeout 60", "", None),
+            (Global, "SocketGuardCloseWaitTimeout 100ms", "", None),
+            (Vhost, "SocketGuardCloseWaitTimeout 5s", "", None),
+            (Global, "SocketGuardScanInterval 10ms", "", None),
+            (Global, "SocketGuardScanInterval 500ms", "", None),
+            (Global, "SocketGuardScanInterval 60s", "", None),
+            (Global, "SocketGuardScanInterval 1m", "", None),
+            (Global, "SocketGuardScanInterval 5", "", None),
+            (Global, "SocketGuardSlots 16", "", None),
+            (Global, "SocketGuardSlots 4096", "", None),
+            (Global, "SocketGuardRescue On", "", None),
+            (Global, "SocketGuardRescue Off", "", None),
+            (Global, "SocketGuardHungChildTimeout 1s", "", None),
+            (Global, "SocketGuardHungChildTimeout 2m", "", None),
+            (Global, "SocketGuardHungChildTimeout 60", "", None),
+            (Global, "SocketGuardAutoClose On", "", None),
+            (Global, "SocketGuardAutoClose off", "", None),
+            (Vhost, "SocketGuardAutoClose Report", "", None),
+            (Vhost, "SocketGuardAutoClose ON", "", None),
+        ],
+        true,
+    );
+}
