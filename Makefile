@@ -101,6 +101,7 @@ install: build
 	fi
 
 bench: build
+	$(CARGO) bench --bench hooks
 	bench/run.sh
 
 clean:
