@@ -35,6 +35,47 @@ pub const CHILD_EXIT_RELEASED: MsgId = MsgId("SG0013");
 /// Status page request with a bad query string (answered 400).
 pub const BAD_STATUS_QUERY: MsgId = MsgId("SG0014");
 
+/// The guard shut down a connection stuck in CLOSE_WAIT (AutoClose On).
+pub const FORCE_CLOSED: MsgId = MsgId("SG0015");
+/// A connection stuck in CLOSE_WAIT past the timeout (AutoClose Report), logged once.
+pub const REPORTED: MsgId = MsgId("SG0016");
+/// The guard did not act: the descriptor no longer names the recorded socket, or it left CLOSE_WAIT.
+pub const CLOSE_SKIPPED: MsgId = MsgId("SG0017");
+/// sock_diag is unavailable; the scan falls back to /proc/net/tcp (logged once per child).
+pub const SCAN_FALLBACK: MsgId = MsgId("SG0018");
+/// This child took over the scanner role.
+pub const SCANNER_ELECTED: MsgId = MsgId("SG0019");
+/// The kernel scan failed (logged once per child until it works again).
+pub const SCAN_FAILED: MsgId = MsgId("SG0020");
+
+/// How loud a message from plain-Rust code (the guard thread) should be; the FFI layer maps
+/// it to an APLOG level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warn,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// Where plain-Rust code sends log lines (Apache's error log in production, a Vec in tests).
+pub type LogSink = fn(Severity, MsgId, &str);
+
+/// Makes text from the network safe for a log line: control characters, backslashes and
+/// non-ASCII bytes are written as \xNN, so a request path cannot forge log lines.
+pub fn log_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Every id, for the uniqueness test and docs.
 pub const ALL: &[MsgId] = &[
     TABLE_CREATED,
@@ -51,10 +92,26 @@ pub const ALL: &[MsgId] = &[
     VHOSTS_FULL,
     CHILD_EXIT_RELEASED,
     BAD_STATUS_QUERY,
+    FORCE_CLOSED,
+    REPORTED,
+    CLOSE_SKIPPED,
+    SCAN_FALLBACK,
+    SCANNER_ELECTED,
+    SCAN_FAILED,
 ];
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_safe_escapes_control_and_non_ascii() {
+        assert_eq!(super::log_safe("/a b"), "/a b");
+        assert_eq!(
+            super::log_safe("/x\n[error] forged"),
+            "/x\\x0a[error] forged"
+        );
+        assert_eq!(super::log_safe("é\\"), "\\xc3\\xa9\\x5c");
+    }
+
     #[test]
     fn ids_are_unique_and_well_formed() {
         let mut seen = std::collections::HashSet::new();

@@ -6,7 +6,7 @@ use std::ffi::CString;
 
 use super::bindings as b;
 use super::module::module_index;
-use crate::messages::MsgId;
+use crate::messages::{self, MsgId};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Level {
@@ -44,6 +44,18 @@ pub fn main_server() -> *const b::server_rec {
     // SAFETY: ap_server_conf is a global pointer Apache sets once the config is read; reading
     // a pointer-sized global has no further preconditions.
     unsafe { b::ap_server_conf }
+}
+
+/// `messages::LogSink` for plain-Rust code (the guard thread): logs for the main server.
+pub fn sink(severity: messages::Severity, id: MsgId, text: &str) {
+    let level = match severity {
+        messages::Severity::Error => Level::Err,
+        messages::Severity::Warn => Level::Warn,
+        messages::Severity::Notice => Level::Notice,
+        messages::Severity::Info => Level::Info,
+        messages::Severity::Debug => Level::Debug,
+    };
+    log(level, std::ptr::null(), id, text)
 }
 
 pub fn err(s: *const b::server_rec, id: MsgId, text: &str) {

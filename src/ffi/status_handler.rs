@@ -6,7 +6,7 @@ use super::bindings as b;
 use super::boundary::guarded;
 use super::{conn, log};
 use crate::clock::mono_ms;
-use crate::kernel::proc_net;
+use crate::kernel::{self, sock_diag::DiagSocket};
 use crate::messages;
 use crate::runtime;
 use crate::status::query::{self, Format};
@@ -25,7 +25,10 @@ fn take_snapshot() -> Snapshot {
     };
     let table = runtime::table();
     let kernel = match &table {
-        Some(t) => proc_net::close_wait_on_ports(&snapshot::listen_ports(t)),
+        Some(t) => {
+            let mut diag = DiagSocket::open().ok();
+            kernel::close_wait_on_ports(diag.as_mut(), &t.listen_ports())
+        }
         None => Err("shared table unavailable".to_string()),
     };
     snapshot::build(table.as_ref(), &info, mono_ms(), kernel)

@@ -1,12 +1,26 @@
-//! The per-child guard thread. For now it only checks in (proving the child is not hung);
-//! the CLOSE_WAIT scanner runs from the same loop.
+//! The per-child guard thread.
+//!
+//! Every interval it checks in (proving the child is not hung); if this child holds the scanner
+//! role it dumps the kernel's CLOSE_WAIT sockets once for the whole server and marks them in the
+//! table (`scan`); and if the scan flagged one of this child's connections, or one of its
+//! deadlines came up, it acts on its own connections (`act`). Between ticks it sleeps until the
+//! next tick or the earliest deadline, whichever is first, so a close happens within
+//! milliseconds of the timeout once the connection is known to be in CLOSE_WAIT.
 
+pub mod act;
+pub mod election;
+pub mod scan;
+
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::clock::mono_ms;
+use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
+use crate::kernel::{self, sock_diag::DiagSocket};
+use crate::messages::{self, log_safe, LogSink, Severity};
 use crate::table::SharedTable;
 
 pub struct GuardThread {
@@ -14,10 +28,18 @@ pub struct GuardThread {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// What the guard loop needs to know about its child.
+#[derive(Clone, Copy)]
+pub struct Child {
+    pub pid: u32,
+    pub row: usize,
+    pub log: LogSink,
+}
+
 impl GuardThread {
-    /// Starts the guard loop for the child owning `child_row`. Signals are blocked in the
-    /// thread so that Apache's signal handling keeps running on the threads that expect it.
-    pub fn start(table: SharedTable, child_row: usize) -> std::io::Result<GuardThread> {
+    /// Starts the guard loop. Signals are blocked in the thread so that Apache's signal
+    /// handling keeps running on the threads that expect it.
+    pub fn start(table: SharedTable, child: Child) -> std::io::Result<GuardThread> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stop2 = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
@@ -25,7 +47,7 @@ impl GuardThread {
             .stack_size(256 * 1024)
             .spawn(move || {
                 block_all_signals();
-                run(table, child_row, &stop2)
+                Guard::new(table, child).run(&stop2)
             })?;
         Ok(GuardThread { stop, handle })
     }
@@ -38,25 +60,150 @@ impl GuardThread {
     }
 }
 
-fn run(table: SharedTable, child_row: usize, stop: &(Mutex<bool>, Condvar)) {
-    loop {
-        table.check_in(child_row, mono_ms());
-        let interval = table
+struct Guard {
+    table: SharedTable,
+    child: Child,
+    diag: Option<DiagSocket>,
+    scanning: bool,
+    scan_failing: bool,
+    deadline: Option<u64>,
+}
+
+impl Guard {
+    fn new(table: SharedTable, child: Child) -> Guard {
+        let diag = match DiagSocket::open() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                (child.log)(
+                    Severity::Warn,
+                    messages::SCAN_FALLBACK,
+                    &format!("sock_diag netlink unavailable ({e}): scanning /proc/net/tcp instead"),
+                );
+                None
+            }
+        };
+        Guard {
+            table,
+            child,
+            diag,
+            scanning: false,
+            scan_failing: false,
+            deadline: None,
+        }
+    }
+
+    fn run(&mut self, stop: &(Mutex<bool>, Condvar)) {
+        loop {
+            let now = mono_ms();
+            let interval = self.interval_ms();
+            self.table.check_in(self.child.row, now);
+            if election::take_turn(&self.table, self.child.pid, now, interval) {
+                if !self.scanning {
+                    (self.child.log)(
+                        Severity::Debug,
+                        messages::SCANNER_ELECTED,
+                        &format!(
+                        "pid {} now scans the kernel for CLOSE_WAIT sockets every {interval} ms",
+                        self.child.pid
+                    ),
+                    );
+                }
+                self.scanning = true;
+                self.scan();
+            } else {
+                self.scanning = false;
+            }
+            self.act_if_needed();
+            let next_tick = now + interval;
+            let wake = self.deadline.map_or(next_tick, |d| d.min(next_tick));
+            let mut stopped = stop.0.lock();
+            if !*stopped {
+                let wait = wake.saturating_sub(mono_ms()).max(1);
+                stop.1.wait_for(&mut stopped, Duration::from_millis(wait));
+            }
+            if *stopped {
+                return;
+            }
+        }
+    }
+
+    fn interval_ms(&self) -> u64 {
+        self.table
             .header()
             .scan_interval_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .clamp(
-                crate::config::MIN_SCAN_INTERVAL_MS,
-                crate::config::MAX_SCAN_INTERVAL_MS,
-            );
-        let mut stopped = stop.0.lock();
-        if !*stopped {
-            stop.1
-                .wait_for(&mut stopped, Duration::from_millis(interval));
+            .load(Relaxed)
+            .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS)
+    }
+
+    fn scan(&mut self) {
+        let started = Instant::now();
+        let ports = self.table.listen_ports();
+        let result = kernel::close_wait_on_ports(self.diag.as_mut(), &ports);
+        let ok = result.is_ok();
+        match result {
+            Ok(sockets) => {
+                scan::apply(&self.table, &sockets, mono_ms());
+                self.scan_failing = false;
+            }
+            Err(e) if !self.scan_failing => {
+                self.scan_failing = true;
+                (self.child.log)(
+                    Severity::Warn,
+                    messages::SCAN_FAILED,
+                    &format!("kernel scan failed: {e}"),
+                );
+            }
+            Err(_) => {}
         }
-        if *stopped {
+        election::beat(
+            &self.table,
+            mono_ms(),
+            started.elapsed().as_micros() as u64,
+            ok,
+        );
+    }
+
+    fn act_if_needed(&mut self) {
+        let row = &self.table.children()[self.child.row];
+        let flagged = row.pending.swap(0, Relaxed) != 0;
+        let due = self.deadline.is_some_and(|d| mono_ms() >= d);
+        if !flagged && !due {
             return;
         }
+        let mut events = Vec::new();
+        self.deadline = act::act_on_own(
+            &self.table,
+            self.child.pid,
+            mono_ms(),
+            &mut act::SocketCloser,
+            &mut events,
+        );
+        for e in events {
+            log_event(self.child.log, &e);
+        }
+    }
+}
+
+fn log_event(log: LogSink, e: &act::Event) {
+    let who = format!(
+        "client {}, vhost {}, pid {}, request {} {}",
+        e.client,
+        log_safe(&e.vhost),
+        e.pid,
+        log_safe(&e.method),
+        log_safe(&e.path)
+    );
+    let secs = e.close_wait_ms as f64 / 1000.0;
+    match &e.outcome {
+        act::Outcome::ForceClosed => log(Severity::Notice, messages::FORCE_CLOSED, &format!(
+            "closed a connection stuck in CLOSE_WAIT for {secs:.1}s ({who}); closed by the in-child guard with shutdown(), the client got a FIN"
+        )),
+        act::Outcome::Reported => log(Severity::Warn, messages::REPORTED, &format!(
+            "connection stuck in CLOSE_WAIT for {secs:.1}s, past the timeout ({who}); not closed: SocketGuardAutoClose Report"
+        )),
+        act::Outcome::Skipped(why) => log(Severity::Debug, messages::CLOSE_SKIPPED, &format!(
+            "did not close a connection after {secs:.1}s in CLOSE_WAIT ({who}): {why}"
+        )),
     }
 }
 

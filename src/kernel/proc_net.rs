@@ -2,17 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// TCP_CLOSE_WAIT in the kernel's state numbering (include/net/tcp_states.h).
-pub const TCP_CLOSE_WAIT: u8 = 8;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelSocket {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: u8,
-    pub recv_q: u64,
-    pub inode: u64,
-}
+pub use super::{KernelSocket, TCP_CLOSE_WAIT};
 
 /// Parses "0100007F:1F90" (address in the kernel's in-memory byte order, port in hex).
 fn parse_addr(field: &str) -> Option<SocketAddr> {
@@ -61,6 +51,8 @@ pub fn parse(text: &str, state: u8, ports: &[u16]) -> Vec<KernelSocket> {
                 state: st,
                 recv_q: u64::from_str_radix(rx, 16).ok()?,
                 inode: f.get(9)?.parse().ok()?,
+                cookie: 0,
+                uid: f.get(7)?.parse().ok()?,
             })
         })
         .collect()
@@ -96,7 +88,7 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(v[0].remote, "127.0.0.1:50000".parse().unwrap());
-        assert_eq!((v[0].inode, v[0].recv_q), (2222, 0x4a));
+        assert_eq!((v[0].inode, v[0].recv_q, v[0].uid), (2222, 0x4a, 33));
     }
 
     #[test]

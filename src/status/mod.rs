@@ -49,6 +49,7 @@ pub(crate) mod fixture {
             state,
             age_ms,
             close_wait_ms,
+            class: close_wait_ms.map(|_| CloseWaitClass::Stuck),
             requests: 3,
             method: "GET".into(),
             path: path.into(),
@@ -156,11 +157,23 @@ pub(crate) mod fixture {
                         holder_pid: None,
                     },
                 ],
+                stuck: 1,
+                hung: 0,
+                old_generation: 1,
+                verdict: Verdict::Leak,
+                oldest_close_wait_ms: 45_500,
             },
             close_wait_histogram: Histogram {
                 bounds_secs: vec![0.1, 1.0, 30.0],
                 counts: vec![2, 3, 1, 4],
                 sum_secs: 321.5,
+            },
+            scanner: ScannerInfo {
+                pid: 102,
+                scans: 77,
+                scan_errors: 0,
+                last_scan_us: 140,
+                last_scan_age_ms: 300,
             },
         }
     }

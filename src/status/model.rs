@@ -31,6 +31,88 @@ pub struct Snapshot {
     pub connections: Vec<ConnRow>,
     pub kernel: KernelView,
     pub close_wait_histogram: Histogram,
+    pub scanner: ScannerInfo,
+}
+
+/// The one child that scans the kernel for the whole server.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScannerInfo {
+    /// 0 when no child has scanned yet.
+    pub pid: u32,
+    pub scans: u64,
+    pub scan_errors: u64,
+    /// Duration of the last scan (kernel dump + join with the table), microseconds.
+    pub last_scan_us: u64,
+    /// Milliseconds since the last scan finished.
+    pub last_scan_age_ms: u64,
+}
+
+/// Who holds a CLOSE_WAIT socket (SPEC "Who holds a CLOSE_WAIT socket"): each class needs a
+/// different remedy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseWaitClass {
+    /// A live worker of the current generation whose handler has not returned.
+    Stuck,
+    /// Owned by a child whose guard stopped checking in.
+    Hung,
+    /// Owned by a child of an earlier generation still finishing after a graceful restart.
+    OldGeneration,
+    /// On our ports but matching no tracked connection (leaked, backlog, or table full).
+    Untracked,
+}
+
+impl CloseWaitClass {
+    pub const ALL: [CloseWaitClass; 4] = [
+        CloseWaitClass::Stuck,
+        CloseWaitClass::Hung,
+        CloseWaitClass::OldGeneration,
+        CloseWaitClass::Untracked,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseWaitClass::Stuck => "stuck",
+            CloseWaitClass::Hung => "hung",
+            CloseWaitClass::OldGeneration => "old_generation",
+            CloseWaitClass::Untracked => "untracked",
+        }
+    }
+}
+
+/// Whether the CLOSE_WAIT sockets seen now look like normal churn or a leak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verdict {
+    /// No socket in CLOSE_WAIT.
+    #[default]
+    None,
+    /// Some, all younger than `LEAK_AFTER_MS`: clients closing while responses finish.
+    Churn,
+    /// At least one tracked socket has sat in CLOSE_WAIT for `LEAK_AFTER_MS` or more.
+    Leak,
+}
+
+/// How long a socket may sit in CLOSE_WAIT before the verdict calls it a leak.
+pub const LEAK_AFTER_MS: u64 = 10_000;
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::None => "none",
+            Verdict::Churn => "churn",
+            Verdict::Leak => "leak",
+        }
+    }
+
+    /// One sentence for people (HTML, mod_status section).
+    pub fn explain(self) -> &'static str {
+        match self {
+            Verdict::None => "no socket is in CLOSE_WAIT",
+            Verdict::Churn => "sockets pass through CLOSE_WAIT briefly: normal churn",
+            Verdict::Leak => {
+                "sockets stay in CLOSE_WAIT for 10 s or more: something holds them (a leak)"
+            }
+        }
+    }
 }
 
 /// Server-wide counters and gauges.
@@ -93,6 +175,8 @@ pub struct ConnRow {
     pub age_ms: u64,
     /// How long the kernel has shown it in CLOSE_WAIT, if it is there now.
     pub close_wait_ms: Option<u64>,
+    /// Who holds it, when it is in CLOSE_WAIT.
+    pub class: Option<CloseWaitClass>,
     pub requests: u64,
     /// Method and path (no query string) of the current or last request; empty before the first.
     pub method: String,
@@ -110,6 +194,24 @@ pub struct KernelView {
     /// CLOSE_WAIT sockets on our ports that match no tracked connection.
     pub untracked: u64,
     pub leaked: Vec<LeakedSocket>,
+    /// Every kernel CLOSE_WAIT socket on our ports in exactly one class.
+    pub stuck: u64,
+    pub hung: u64,
+    pub old_generation: u64,
+    pub verdict: Verdict,
+    /// The longest time a tracked socket has been in CLOSE_WAIT now (0 if none).
+    pub oldest_close_wait_ms: u64,
+}
+
+impl KernelView {
+    pub fn count(&self, class: CloseWaitClass) -> u64 {
+        match class {
+            CloseWaitClass::Stuck => self.stuck,
+            CloseWaitClass::Hung => self.hung,
+            CloseWaitClass::OldGeneration => self.old_generation,
+            CloseWaitClass::Untracked => self.untracked,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

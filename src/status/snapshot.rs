@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::model::*;
 use crate::config::AutoClose;
-use crate::kernel::proc_net::KernelSocket;
+use crate::kernel::KernelSocket;
 use crate::table::layout::HISTOGRAM_BOUNDS_MS;
+use crate::table::slot::FLAG_FORCE_CLOSED;
 use crate::table::state::ConnState;
 use crate::table::SharedTable;
 
@@ -49,7 +50,7 @@ pub fn build(
         .collect();
     snap.close_wait_histogram.counts = vec![0; HISTOGRAM_BOUNDS_MS.len() + 1];
     let Some(t) = table else {
-        snap.kernel = kernel_view(kernel, &HashMap::new());
+        snap.kernel = kernel_view(kernel, &HashMap::new(), &[]);
         return snap;
     };
     let h = t.header();
@@ -97,11 +98,21 @@ pub fn build(
         if slot.state.load(Relaxed) == ConnState::Free as u32 {
             continue;
         }
-        let v = slot.view(i);
+        let mut v = slot.view(i);
         if !v.state.is_open() {
             continue; // being claimed or on its way out
         }
         snap.slots_used += 1;
+        // What people need to see: the guard's action first, then the kernel's state, then
+        // Apache's. A force-closed connection stays listed (its handler may still run), which
+        // shows which URL leaks.
+        v.state = if v.flags & FLAG_FORCE_CLOSED != 0 {
+            ConnState::ForceClosed
+        } else if v.close_wait_since_mono_ms != 0 {
+            ConnState::CloseWait
+        } else {
+            v.state
+        };
         if let Some((_, n)) = snap
             .totals
             .open_by_state
@@ -123,6 +134,7 @@ pub fn build(
             row.close_wait_now += in_close_wait as u64;
         }
         let (vname, vport) = t.vhost_name(v.vhost);
+        let class = in_close_wait.then(|| classify(t, v.owner_pid, now_mono_ms));
         snap.connections.push(ConnRow {
             pid: v.owner_pid,
             client: v.client.to_string(),
@@ -132,6 +144,7 @@ pub fn build(
             age_ms: now_mono_ms.saturating_sub(v.accept_mono_ms),
             close_wait_ms: in_close_wait
                 .then(|| now_mono_ms.saturating_sub(v.close_wait_since_mono_ms)),
+            class,
             requests: v.requests,
             method: v.method,
             path: v.path,
@@ -155,32 +168,79 @@ pub fn build(
     }
     snap.children.sort_by_key(|c| (c.generation, c.pid));
     snap.vhosts = std::mem::take(&mut vhosts);
-    snap.kernel = kernel_view(kernel, &inodes);
+    snap.kernel = kernel_view(kernel, &inodes, &snap.connections);
+    snap.scanner = ScannerInfo {
+        pid: h.scanner_pid.load(Relaxed),
+        scans: h.scans.load(Relaxed),
+        scan_errors: h.scan_errors.load(Relaxed),
+        last_scan_us: h.last_scan_us.load(Relaxed),
+        last_scan_age_ms: now_mono_ms.saturating_sub(h.scanner_beat_mono_ms.load(Relaxed)),
+    };
     snap
 }
 
+/// Who holds a tracked CLOSE_WAIT socket owned by `pid`.
+fn classify(t: &SharedTable, pid: u32, now_mono_ms: u64) -> CloseWaitClass {
+    let h = t.header();
+    let Some(row) = t.child_of(pid) else {
+        return CloseWaitClass::Stuck;
+    };
+    let hung_after = h.hung_child_timeout_ms.load(Relaxed);
+    let checkin_age = now_mono_ms.saturating_sub(row.last_checkin_mono_ms.load(Relaxed));
+    if hung_after > 0 && checkin_age > hung_after {
+        CloseWaitClass::Hung
+    } else if row.generation.load(Relaxed) < h.generation.load(Relaxed) {
+        CloseWaitClass::OldGeneration
+    } else {
+        CloseWaitClass::Stuck
+    }
+}
+
+/// Joins the kernel's CLOSE_WAIT sockets with the tracked connections (by inode) and puts
+/// each in one class. A tracked socket the scanner has not marked yet counts as `stuck`.
 fn kernel_view(
     kernel: Result<Vec<KernelSocket>, String>,
     tracked_inodes: &HashMap<u64, usize>,
+    rows: &[ConnRow],
 ) -> KernelView {
-    match kernel {
-        Err(e) => KernelView {
-            available: false,
-            error: Some(e),
-            ..Default::default()
-        },
-        Ok(sockets) => {
-            let tracked = sockets
-                .iter()
-                .filter(|s| tracked_inodes.contains_key(&s.inode))
-                .count() as u64;
-            KernelView {
-                available: true,
-                error: None,
-                tracked,
-                untracked: sockets.len() as u64 - tracked,
-                leaked: Vec::new(),
+    let sockets = match kernel {
+        Err(e) => {
+            return KernelView {
+                available: false,
+                error: Some(e),
+                ..Default::default()
+            };
+        }
+        Ok(s) => s,
+    };
+    let mut view = KernelView {
+        available: true,
+        ..Default::default()
+    };
+    for s in &sockets {
+        match tracked_inodes.get(&s.inode).map(|&i| &rows[i]) {
+            None => view.untracked += 1,
+            Some(row) => {
+                view.tracked += 1;
+                match row.class.unwrap_or(CloseWaitClass::Stuck) {
+                    CloseWaitClass::Hung => view.hung += 1,
+                    CloseWaitClass::OldGeneration => view.old_generation += 1,
+                    _ => view.stuck += 1,
+                }
             }
         }
     }
+    view.oldest_close_wait_ms = rows
+        .iter()
+        .filter_map(|r| r.close_wait_ms)
+        .max()
+        .unwrap_or(0);
+    view.verdict = if view.oldest_close_wait_ms >= LEAK_AFTER_MS {
+        Verdict::Leak
+    } else if sockets.is_empty() && view.oldest_close_wait_ms == 0 {
+        Verdict::None
+    } else {
+        Verdict::Churn
+    };
+    view
 }

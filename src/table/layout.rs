@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -55,6 +55,17 @@ pub struct Header {
     pub scan_interval_ms: AtomicU64,
     pub hung_child_timeout_ms: AtomicU64,
     pub listen_port_count: AtomicU32,
+    /// The child elected to run the one kernel scan per interval (0: none yet).
+    pub scanner_pid: AtomicU32,
+    /// When the scanner last finished a scan; a stale beat lets another child take over.
+    pub scanner_beat_mono_ms: AtomicU64,
+    pub scans: AtomicU64,
+    pub scan_errors: AtomicU64,
+    /// Duration of the last scan (dump + join), microseconds.
+    pub last_scan_us: AtomicU64,
+    /// Slots whose `close_wait_since_mono_ms` is set; 0 lets a scan that finds no CLOSE_WAIT
+    /// socket skip the table walk entirely.
+    pub close_wait_marked: AtomicU32,
     pub _reserved2: AtomicU32,
     pub listen_ports: [AtomicU32; MAX_LISTEN_PORTS],
     pub counters: Counters,
@@ -84,7 +95,9 @@ pub struct VhostRow {
 #[repr(C)]
 pub struct ChildRow {
     pub pid: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// Set by the scanner when one of this child's connections is in CLOSE_WAIT, so the
+    /// child's guard walks its slots only when there is something to act on.
+    pub pending: AtomicU32,
     pub generation: AtomicU64,
     /// /proc/<pid>/stat start time, to tell a recycled pid from the child we knew.
     pub start_time: AtomicU64,
@@ -120,7 +133,8 @@ pub struct Slot {
     pub text_seq: AtomicU32,
     pub method_len: AtomicU32,
     pub path_len: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// `slot::FLAG_*` bits: what the guard already did to this connection.
+    pub flags: AtomicU32,
     pub method: [AtomicU64; METHOD_BYTES / 8],
     pub path: [AtomicU64; PATH_BYTES / 8],
 }

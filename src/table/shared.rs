@@ -161,6 +161,17 @@ impl SharedTable {
         &self.header().counters
     }
 
+    /// The listening ports recorded at post_config (what the kernel view filters on).
+    pub fn listen_ports(&self) -> Vec<u16> {
+        let h = self.header();
+        let n = (h.listen_port_count.load(Relaxed) as usize).min(MAX_LISTEN_PORTS);
+        h.listen_ports
+            .iter()
+            .take(n)
+            .map(|p| p.load(Relaxed) as u16)
+            .collect()
+    }
+
     // ---- connection slots -------------------------------------------------------------
 
     /// Claims a free slot for a new connection owned by `pid`, probing from `hint` so that
@@ -197,6 +208,7 @@ impl SharedTable {
                 slot.state_since_mono_ms.store(now_mono_ms, Relaxed);
                 slot.close_wait_since_mono_ms.store(0, Relaxed);
                 slot.requests.store(0, Relaxed);
+                slot.flags.store(0, Relaxed);
                 slot.write_text("", "");
                 return Some(SlotHandle {
                     index: ((hint + i) % n) as u32,
@@ -243,11 +255,31 @@ impl SharedTable {
     }
 
     /// Adds the time a closing socket spent in CLOSE_WAIT to the histogram.
-    fn record_close_wait_end(&self, slot: &Slot) {
-        let since = slot.close_wait_since_mono_ms.swap(0, Relaxed);
+    /// Ends a slot's CLOSE_WAIT period (if it had one): histogram, marked count. Exactly once
+    /// per period whichever path gets here first (release, force close, scan, reclaim).
+    pub fn record_close_wait_end(&self, slot: &Slot) {
+        let since = slot.close_wait_since_mono_ms.swap(0, AcqRel);
         if since != 0 {
+            self.header().close_wait_marked.fetch_sub(1, Relaxed);
             self.record_close_wait_duration(crate::clock::mono_ms().saturating_sub(since));
         }
+    }
+
+    /// Starts a slot's CLOSE_WAIT period unless it already has one. True if this call started it.
+    pub fn mark_close_wait(&self, slot: &Slot, now_mono_ms: u64) -> bool {
+        let started = slot
+            .close_wait_since_mono_ms
+            .compare_exchange(0, now_mono_ms.max(1), AcqRel, Relaxed)
+            .is_ok();
+        if started {
+            self.header().close_wait_marked.fetch_add(1, Relaxed);
+        }
+        started
+    }
+
+    /// The child row of `pid`, if it has one.
+    pub fn child_of(&self, pid: u32) -> Option<&ChildRow> {
+        self.children().iter().find(|r| r.pid.load(Relaxed) == pid)
     }
 
     pub fn record_close_wait_duration(&self, ms: u64) {
@@ -285,7 +317,12 @@ impl SharedTable {
             let pid = child.pid.load(Acquire);
             if pid != 0 && !is_alive(pid, child.start_time.load(Relaxed)) {
                 dead.push(pid);
+                child.pending.store(0, Relaxed);
                 let _ = child.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
+                let _ = self
+                    .header()
+                    .scanner_pid
+                    .compare_exchange(pid, 0, AcqRel, Relaxed);
             }
         }
         let mut reclaimed = 0;
@@ -352,8 +389,14 @@ impl SharedTable {
 
     pub fn release_child(&self, index: usize, pid: u32) {
         if let Some(row) = self.children().get(index) {
+            row.pending.store(0, Relaxed);
             let _ = row.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
         }
+        // Hand the scanner role over at once instead of waiting for the beat to go stale.
+        let _ = self
+            .header()
+            .scanner_pid
+            .compare_exchange(pid, 0, AcqRel, Relaxed);
     }
 
     // ---- vhost rows --------------------------------------------------------------------

@@ -10,6 +10,11 @@ use super::state::ConnState;
 
 const IPV6_FLAG: u32 = 1 << 16;
 
+/// The guard shut this connection's socket down (it stays listed until Apache lets go of it).
+pub const FLAG_FORCE_CLOSED: u32 = 1 << 0;
+/// AutoClose Report already logged this connection.
+pub const FLAG_REPORTED: u32 = 1 << 1;
+
 /// A consistent-enough copy of one slot, taken without locking (for status and scans).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlotView {
@@ -25,6 +30,7 @@ pub struct SlotView {
     pub state_since_mono_ms: u64,
     pub close_wait_since_mono_ms: u64,
     pub requests: u64,
+    pub flags: u32,
     pub method: String,
     pub path: String,
 }
@@ -119,6 +125,7 @@ impl Slot {
             state_since_mono_ms: self.state_since_mono_ms.load(Relaxed),
             close_wait_since_mono_ms: self.close_wait_since_mono_ms.load(Relaxed),
             requests: self.requests.load(Relaxed),
+            flags: self.flags.load(Relaxed),
             method,
             path,
         }

@@ -10,7 +10,7 @@ use crate::ffi::bindings as b;
 use crate::ffi::boundary::guarded;
 use crate::ffi::shm::{self, Outcome};
 use crate::ffi::{conn, log, server_conf};
-use crate::guard::GuardThread;
+use crate::guard::{Child, GuardThread};
 use crate::messages;
 use crate::runtime;
 use crate::table::layout::MAX_LISTEN_PORTS;
@@ -226,7 +226,7 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
             None => log::warn(s, messages::CHILD_TABLE_FULL, &format!(
                 "no free child row for pid {pid}: its guard does not run and it shows no check-ins"
             )),
-            Some(row) => match GuardThread::start(table, row) {
+            Some(row) => match GuardThread::start(table, Child { pid, row, log: log::sink }) {
                 Ok(g) => {
                     runtime::set_guard(Some(g));
                     log::debug(s, messages::GUARD_STARTED, &format!("guard thread started in pid {pid} (generation {generation})"));
