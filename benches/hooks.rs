@@ -32,7 +32,7 @@ fn one_connection(t: &SharedTable, fd: i32, hint: usize, client: &SocketAddr, lo
     slot.requests.fetch_add(1, Relaxed);
     t.vhost(0).unwrap().requests.fetch_add(1, Relaxed);
     t.counters().requests.fetch_add(1, Relaxed);
-    slot.write_text("GET", "/index.html");
+    slot.write_text(b"GET", b"/index.html");
     t.set_state(h, ConnState::Handling, mono_ms());
     // log_transaction
     t.set_state(h, ConnState::Keepalive, mono_ms());
@@ -45,7 +45,8 @@ fn main() {
     let size = SharedTable::required_size(nslots, 48);
     let mut mem = vec![Line([0; 64]); size / 64];
     // SAFETY: `mem` is 64-byte aligned, exactly `size` bytes, and outlives every use of `t`.
-    let t = unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, nslots, 48, mono_ms()) }.unwrap();
+    let t = unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, nslots, 48, mono_ms()) }
+        .unwrap();
     t.register_vhost("bench.test", 80);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -78,6 +78,18 @@ pub unsafe fn socket_addr(sa: *const b::apr_sockaddr_t) -> SocketAddr {
     }
 }
 
+/// A NUL-terminated C string's bytes (without the NUL), or empty for null.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string that outlives `'a`.
+pub unsafe fn bytes<'a>(p: *const std::ffi::c_char) -> &'a [u8] {
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: per the contract.
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
 /// A NUL-terminated C string as text (lossy), or "" for null.
 ///
 /// # Safety

@@ -95,6 +95,7 @@ pub fn module_index() -> i32 {
 }
 
 unsafe extern "C" fn register_hooks(_p: *mut b::apr_pool_t) {
+    super::boundary::install_quiet_hook();
     super::boundary::guarded("register_hooks", (), || {
         let middle = b::APR_HOOK_MIDDLE;
         // SAFETY: registering hook functions with Apache's hook API during register_hooks,

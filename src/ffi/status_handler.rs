@@ -13,7 +13,7 @@ use crate::status::query::{self, Format};
 use crate::status::snapshot::{self, ServerInfo};
 use crate::status::{auto, html, json, metrics, model::Snapshot, server_status};
 
-const HANDLER_NAME: &str = "socket-status";
+const HANDLER_NAME: &[u8] = b"socket-status";
 
 fn take_snapshot() -> Snapshot {
     // SAFETY: both return static strings owned by Apache for the life of the process.
@@ -50,8 +50,9 @@ pub unsafe extern "C" fn handler(r: *mut b::request_rec) -> c_int {
         || {
             // SAFETY: Apache passes the live request being handled.
             let rr = unsafe { &mut *r };
+            // Runs for every request of the server: compare bytes, convert nothing.
             // SAFETY: r->handler is null or a NUL-terminated string.
-            if unsafe { conn::text(rr.handler) } != HANDLER_NAME {
+            if unsafe { conn::bytes(rr.handler) } != HANDLER_NAME {
                 return b::DECLINED;
             }
             if rr.method_number != b::M_GET {

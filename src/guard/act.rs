@@ -167,7 +167,7 @@ mod tests {
             &"10.0.0.2:80".parse().unwrap(),
             vhost,
         );
-        s.write_text("GET", "/slow");
+        s.write_text(b"GET", b"/slow");
         t.set_state(h, ConnState::Handling, 0);
         t.mark_close_wait(s, since);
         h

@@ -47,7 +47,15 @@ impl GuardThread {
             .stack_size(256 * 1024)
             .spawn(move || {
                 block_all_signals();
-                Guard::new(table, child).run(&stop2)
+                // A panic here must not pass silently: log it; the child keeps serving,
+                // only without its guard.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Guard::new(table, child).run(&stop2)));
+                if run.is_err() {
+                    (child.log)(Severity::Error, messages::PANIC_CAUGHT, &format!(
+                        "internal error in the guard thread of pid {}: it stopped; connections are still tracked but not scanned or closed by this child",
+                        child.pid
+                    ));
+                }
             })?;
         Ok(GuardThread { stop, handle })
     }

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::escape::{auto_token, auto_value, float_fixed};
-use super::model::Snapshot;
+use super::model::{CloseWaitClass, Snapshot};
 use super::open_in;
 use crate::table::state::ConnState;
 
@@ -21,6 +21,25 @@ fn state_key(state: ConnState) -> &'static str {
         ConnState::CloseWait => "OpenCloseWait",
         // Not in ConnState::OPEN; never asked for.
         _ => "OpenOther",
+    }
+}
+
+/// Connection rows the guard shut down whose Apache handler has not finished yet.
+pub(crate) fn force_closed_held(s: &Snapshot) -> u64 {
+    s.connections
+        .iter()
+        .filter(|c| c.state == ConnState::ForceClosed)
+        .count() as u64
+}
+
+/// The `?auto` key for the kernel count of one class. `untracked` keeps its older key,
+/// `KernelCloseWaitUntracked`, written once with the tracked/leaked lines.
+fn class_key(class: CloseWaitClass) -> Option<&'static str> {
+    match class {
+        CloseWaitClass::Stuck => Some("KernelCloseWaitStuck"),
+        CloseWaitClass::Hung => Some("KernelCloseWaitHung"),
+        CloseWaitClass::OldGeneration => Some("KernelCloseWaitOldGeneration"),
+        CloseWaitClass::Untracked => None,
     }
 }
 
@@ -59,6 +78,20 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "KernelCloseWaitTracked: {}", k.tracked);
     let _ = writeln!(o, "KernelCloseWaitUntracked: {}", k.untracked);
     let _ = writeln!(o, "KernelCloseWaitLeaked: {}", k.leaked.len());
+    for class in CloseWaitClass::ALL {
+        if let Some(key) = class_key(class) {
+            let _ = writeln!(o, "{}: {}", key, k.count(class));
+        }
+    }
+    let _ = writeln!(o, "CloseWaitVerdict: {}", k.verdict.name());
+    let _ = writeln!(o, "OldestCloseWaitMs: {}", k.oldest_close_wait_ms);
+    let sc = &s.scanner;
+    let _ = writeln!(o, "ScannerPid: {}", sc.pid);
+    let _ = writeln!(o, "Scans: {}", sc.scans);
+    let _ = writeln!(o, "ScanErrors: {}", sc.scan_errors);
+    let _ = writeln!(o, "LastScanUs: {}", sc.last_scan_us);
+    let _ = writeln!(o, "LastScanAgeMs: {}", sc.last_scan_age_ms);
+    let _ = writeln!(o, "ForceClosedHeld: {}", force_closed_held(s));
     let h = &s.close_wait_histogram;
     let _ = writeln!(o, "CloseWaitSecondsCount: {}", h.count());
     let _ = writeln!(o, "CloseWaitSecondsSum: {}", float_fixed(h.sum_secs, 3));
@@ -191,11 +224,69 @@ mod tests {
     }
 
     #[test]
+    fn classes_verdict_scanner_and_force_closed() {
+        let s = fixture::snapshot();
+        let kv = lines(&render(&s));
+        let one = |k: &str| {
+            let v = get(&kv, k);
+            assert_eq!(v.len(), 1, "{k}");
+            v[0].to_string()
+        };
+        assert_eq!(one("KernelCloseWaitStuck"), "1");
+        assert_eq!(one("KernelCloseWaitHung"), "1");
+        assert_eq!(one("KernelCloseWaitOldGeneration"), "0");
+        // Still exactly once (the `one` helper checks), not repeated by the class lines.
+        assert_eq!(one("KernelCloseWaitUntracked"), "1");
+        assert_eq!(one("CloseWaitVerdict"), "leak");
+        assert_eq!(one("OldestCloseWaitMs"), "45500");
+        assert_eq!(one("ScannerPid"), "101");
+        assert_eq!(one("Scans"), "77");
+        assert_eq!(one("ScanErrors"), "2");
+        assert_eq!(one("LastScanUs"), "140");
+        assert_eq!(one("LastScanAgeMs"), "300");
+        assert_eq!(one("ForceClosedHeld"), "1");
+        // The classes split the kernel's sockets: tracked ones are stuck, hung or
+        // old_generation, the rest untracked (the fixture is consistent).
+        let n = |k: &str| one(k).parse::<u64>().unwrap();
+        assert_eq!(
+            n("KernelCloseWaitStuck")
+                + n("KernelCloseWaitHung")
+                + n("KernelCloseWaitOldGeneration"),
+            n("KernelCloseWaitTracked")
+        );
+        // The new lines come right after KernelCloseWaitLeaked, before the histogram.
+        let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
+        let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
+        assert_eq!(at("KernelCloseWaitStuck"), at("KernelCloseWaitLeaked") + 1);
+        assert!(at("ForceClosedHeld") < at("CloseWaitSecondsCount"));
+    }
+
+    #[test]
+    fn each_class_has_its_own_count() {
+        let mut s = fixture::snapshot();
+        s.kernel.stuck = 5;
+        s.kernel.hung = 6;
+        s.kernel.old_generation = 7;
+        s.kernel.untracked = 8;
+        s.kernel.verdict = crate::status::model::Verdict::Churn;
+        let kv = lines(&render(&s));
+        assert_eq!(get(&kv, "KernelCloseWaitStuck"), vec!["5"]);
+        assert_eq!(get(&kv, "KernelCloseWaitHung"), vec!["6"]);
+        assert_eq!(get(&kv, "KernelCloseWaitOldGeneration"), vec!["7"]);
+        assert_eq!(get(&kv, "KernelCloseWaitUntracked"), vec!["8"]);
+        assert_eq!(get(&kv, "CloseWaitVerdict"), vec!["churn"]);
+    }
+
+    #[test]
     fn unavailable_kernel_and_empty_snapshot() {
         let kv = lines(&render(&Default::default()));
         assert_eq!(get(&kv, "KernelView"), vec!["unavailable"]);
         // All five open states are listed even when the snapshot has none.
         assert_eq!(get(&kv, "OpenKeepalive"), vec!["0"]);
         assert_eq!(get(&kv, "CloseWaitSecondsSum"), vec!["0.000"]);
+        assert_eq!(get(&kv, "CloseWaitVerdict"), vec!["none"]);
+        assert_eq!(get(&kv, "ScannerPid"), vec!["0"]);
+        assert_eq!(get(&kv, "ForceClosedHeld"), vec!["0"]);
+        assert_eq!(get(&kv, "KernelCloseWaitHung"), vec!["0"]);
     }
 }

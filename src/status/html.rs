@@ -6,8 +6,9 @@
 
 use std::fmt::Write;
 
+use super::auto::force_closed_held;
 use super::escape::{html as e, ms_as_secs};
-use super::model::{ChildRow, ConnRow, Snapshot, VhostRow};
+use super::model::{ChildRow, CloseWaitClass, ConnRow, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
 use crate::table::state::ConnState;
 
@@ -15,9 +16,11 @@ const CSS: &str = "body{font-family:sans-serif;margin:1em 2em}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}\
 th,td{border:1px solid #999;padding:2px 6px;text-align:left}\
 th{background:#ddd}td.n{text-align:right}\
-tr.cw td{background:#fdd}.hung{color:#b00;font-weight:bold}\
+tr.cw td{background:#fdd}tr.fc td{background:#fe9}.hung{color:#b00;font-weight:bold}\
 .headline{font-size:1.3em;font-weight:bold;padding:.3em .6em;display:inline-block}\
 .headline.cw{background:#fdd;border:2px solid #b00}.headline.ok{background:#dfd}\
+.verdict{font-size:1.1em;margin-top:0}.verdict.leak{color:#b00;font-weight:bold}\
+.verdict.churn{color:#850}.verdict.none{color:#070}\
 code{white-space:pre-wrap;word-break:break-all}";
 
 pub fn render(s: &Snapshot, refresh: Option<u32>) -> String {
@@ -89,6 +92,10 @@ fn summary(o: &mut String, s: &Snapshot) {
              {} untracked (table full)",
             t.force_closed_guard, t.force_closed_rescue, t.reported, t.reclaimed, t.untracked
         ),
+        format!(
+            "Force-closed, handler still running: {}",
+            force_closed_held(s)
+        ),
     ];
     o.push_str("<dl>\n");
     for item in items {
@@ -109,6 +116,32 @@ fn headline(o: &mut String, s: &Snapshot) {
         "<p class=\"headline {class}\" id=\"close-wait-now\">{} in CLOSE_WAIT now</p>",
         plural(n, "socket", "sockets")
     );
+    let k = &s.kernel;
+    if k.available {
+        let mut text = format!(
+            "Verdict: <strong>{}</strong> &mdash; {}",
+            k.verdict.name(),
+            e(k.verdict.explain())
+        );
+        // Only tracked sockets have a known age; untracked-only churn has none to show.
+        if k.verdict != Verdict::None && k.oldest_close_wait_ms > 0 {
+            let _ = write!(
+                text,
+                "; the oldest has been in CLOSE_WAIT for {} s",
+                ms_as_secs(k.oldest_close_wait_ms)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "<p class=\"verdict {}\" id=\"close-wait-verdict\">{text}.</p>",
+            k.verdict.name()
+        );
+    } else {
+        o.push_str(
+            "<p class=\"verdict\" id=\"close-wait-verdict\">Verdict unknown: the kernel view \
+             could not be read (see Kernel view).</p>\n",
+        );
+    }
     let leaked = s.kernel.leaked.len() as u64;
     if leaked > 0 {
         let _ = writeln!(
@@ -241,6 +274,7 @@ fn connections(o: &mut String, s: &Snapshot) {
             "State",
             "Age (s)",
             "In CLOSE_WAIT (s)",
+            "Class",
             "Requests",
             "Method",
             "Path",
@@ -253,19 +287,26 @@ fn connections(o: &mut String, s: &Snapshot) {
 }
 
 fn conn_row(o: &mut String, c: &ConnRow) {
-    let cw = c.state == ConnState::CloseWait;
     let in_cw = c.close_wait_ms.map_or_else(|| "-".to_string(), ms_as_secs);
+    // A force-closed row stays listed while its handler runs: it names the URL that leaks.
+    let (row_class, state) = match c.state {
+        ConnState::CloseWait => (Some("cw"), c.state.name()),
+        ConnState::ForceClosed => (Some("fc"), "force-closed (handler still running)"),
+        _ => (None, c.state.name()),
+    };
+    let class = c.class.map_or("-", CloseWaitClass::name);
     row(
         o,
-        cw.then_some("cw"),
+        row_class,
         &[
             num(c.pid),
             txt(e(&c.client)),
             num(c.local_port),
             txt(e(&c.vhost)),
-            txt(c.state.name().to_string()),
+            txt(state.to_string()),
             num(ms_as_secs(c.age_ms)),
             num(in_cw),
+            txt(class.to_string()),
             num(c.requests),
             txt(e(&c.method)),
             txt(format!("<code>{}</code>", e(&c.path))),
@@ -273,9 +314,43 @@ fn conn_row(o: &mut String, c: &ConnRow) {
     );
 }
 
+/// What each class means and which remedy applies (SPEC "Who holds a CLOSE_WAIT socket").
+fn class_meaning(class: CloseWaitClass) -> &'static str {
+    match class {
+        CloseWaitClass::Stuck => "a live worker's handler has not returned: AutoClose applies",
+        CloseWaitClass::Hung => "its child's guard stopped checking in: parent rescue applies",
+        CloseWaitClass::OldGeneration => {
+            "a child from before the last graceful restart: treated like stuck; piles up at \
+             restarts"
+        }
+        CloseWaitClass::Untracked => {
+            "not an Apache connection we track (leaked, backlog, or table full)"
+        }
+    }
+}
+
+fn scanner(o: &mut String, s: &Snapshot) {
+    let sc = &s.scanner;
+    if sc.pid == 0 {
+        o.push_str("<p id=\"scanner\">Scanner: no child has scanned yet.</p>\n");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<p id=\"scanner\">Scanner: pid {}, {} ({} failed); the last scan took {} &micro;s, \
+         {} s ago.</p>",
+        sc.pid,
+        plural(sc.scans, "scan", "scans"),
+        sc.scan_errors,
+        sc.last_scan_us,
+        ms_as_secs(sc.last_scan_age_ms)
+    );
+}
+
 fn kernel(o: &mut String, s: &Snapshot) {
     let k = &s.kernel;
     o.push_str("<h2>Kernel view</h2>\n");
+    scanner(o, s);
     if !k.available {
         let why = k.error.as_deref().unwrap_or("no reason given");
         let _ = writeln!(o, "<p>Kernel view unavailable: {}</p>", e(why));
@@ -289,9 +364,25 @@ fn kernel(o: &mut String, s: &Snapshot) {
         k.untracked,
         k.leaked.len()
     );
+    o.push_str("<h3>Who holds them</h3>\n");
+    table_head(o, &["Class", "Sockets", "What it means / remedy"]);
+    for class in CloseWaitClass::ALL {
+        let n = k.count(class);
+        row(
+            o,
+            (n > 0).then_some("cw"),
+            &[
+                txt(class.name().to_string()),
+                num(n),
+                txt(e(class_meaning(class))),
+            ],
+        );
+    }
+    o.push_str("</table>\n");
     if k.leaked.is_empty() {
         return;
     }
+    o.push_str("<h3>Leaked sockets</h3>\n");
     table_head(o, &["Client", "Local port", "Inode", "Holder PID"]);
     for l in &k.leaked {
         let holder = l
@@ -382,14 +473,15 @@ mod tests {
         let table = &p[p.find("<h2>Connections</h2>").unwrap()..];
         let table = &table[..table.find("</table>").unwrap()];
         let rows: Vec<&str> = table.split("<tr").skip(2).collect();
-        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.len(), 6);
         assert!(
             rows[0].starts_with(" class=\"cw\">") && rows[0].contains("<td class=\"n\">45.5</td>")
         );
         assert!(rows[1].starts_with(" class=\"cw\">") && rows[1].contains("/cw-short"));
         assert!(rows[2..]
             .iter()
-            .all(|r| r.starts_with('>') && !r.contains("close_wait")));
+            .all(|r| (r.starts_with('>') || r.starts_with(" class=\"fc\">"))
+                && !r.contains("close_wait")));
         let mut s = fixture::snapshot();
         s.totals.close_wait_now = 1;
         assert!(render(&s, None).contains(">1 socket in CLOSE_WAIT now</p>"));
@@ -418,6 +510,107 @@ mod tests {
         let p = render(&s, None);
         assert!(p.contains("Kernel view unavailable: sock_diag: &lt;denied&gt;"));
         assert!(render(&Default::default(), None).contains("No open connections."));
+    }
+
+    /// The connections table's rows (header row excluded).
+    fn conn_rows(p: &str) -> Vec<String> {
+        let table = &p[p.find("<h2>Connections</h2>").unwrap()..];
+        let table = &table[..table.find("</table>").unwrap()];
+        table.split("<tr").skip(2).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn verdict_headline_with_oldest_age() {
+        let p = page();
+        assert!(p.contains(
+            "<p class=\"verdict leak\" id=\"close-wait-verdict\">Verdict: <strong>leak</strong> \
+             &mdash; sockets stay in CLOSE_WAIT for 10 s or more: something holds them (a leak); \
+             the oldest has been in CLOSE_WAIT for 45.5 s.</p>"
+        ));
+        // Right under the count, above the tables.
+        let count_at = p.find("id=\"close-wait-now\"").unwrap();
+        let verdict_at = p.find("id=\"close-wait-verdict\"").unwrap();
+        assert!(count_at < verdict_at && verdict_at < p.find("<h2>").unwrap());
+
+        let mut s = fixture::snapshot();
+        s.kernel.verdict = Verdict::Churn;
+        s.kernel.oldest_close_wait_ms = 1_200;
+        let p = render(&s, None);
+        assert!(p.contains("class=\"verdict churn\""));
+        assert!(p.contains("normal churn; the oldest has been in CLOSE_WAIT for 1.2 s."));
+        s.kernel.oldest_close_wait_ms = 0;
+        assert!(render(&s, None).contains("normal churn.</p>"));
+
+        let p = render(&Default::default(), None);
+        assert!(p.contains("Verdict unknown: the kernel view could not be read"));
+        let mut s = fixture::snapshot();
+        s.kernel.verdict = Verdict::None;
+        s.kernel.oldest_close_wait_ms = 0;
+        let p = render(&s, None);
+        assert!(p.contains("<strong>none</strong> &mdash; no socket is in CLOSE_WAIT.</p>"));
+        assert!(!p.contains("the oldest has been"));
+    }
+
+    #[test]
+    fn class_table_in_kernel_view() {
+        let p = page();
+        let k = &p[p.find("<h2>Kernel view</h2>").unwrap()..];
+        assert!(k.contains("<h3>Who holds them</h3>"));
+        assert!(k.contains(
+            "<tr class=\"cw\"><td>stuck</td><td class=\"n\">1</td><td>a live worker&#39;s \
+             handler has not returned: AutoClose applies</td></tr>"
+        ));
+        assert!(k.contains(
+            "<tr class=\"cw\"><td>hung</td><td class=\"n\">1</td><td>its child&#39;s guard \
+             stopped checking in: parent rescue applies</td></tr>"
+        ));
+        assert!(k.contains(
+            "<tr><td>old_generation</td><td class=\"n\">0</td><td>a child from before the last \
+             graceful restart: treated like stuck; piles up at restarts</td></tr>"
+        ));
+        assert!(k.contains(
+            "<tr class=\"cw\"><td>untracked</td><td class=\"n\">1</td><td>not an Apache \
+             connection we track (leaked, backlog, or table full)</td></tr>"
+        ));
+        let mut s = fixture::snapshot();
+        s.kernel.old_generation = 7;
+        assert!(render(&s, None).contains("<td>old_generation</td><td class=\"n\">7</td>"));
+    }
+
+    #[test]
+    fn class_column_and_force_closed_row() {
+        let p = page();
+        assert!(p.contains("<th>In CLOSE_WAIT (s)</th><th>Class</th><th>Requests</th>"));
+        let rows = conn_rows(&p);
+        assert!(rows[0].contains("<td class=\"n\">45.5</td><td>stuck</td>"));
+        assert!(rows[1].contains("<td class=\"n\">1.2</td><td>hung</td>"));
+        let fc: Vec<&String> = rows.iter().filter(|r| r.contains("force-closed")).collect();
+        assert_eq!(fc.len(), 1);
+        let fc = fc[0];
+        assert!(fc.starts_with(" class=\"fc\">"), "{fc}");
+        assert!(fc.contains("<td>force-closed (handler still running)</td>"));
+        assert!(fc.contains("<td class=\"n\">-</td><td>-</td>"));
+        assert!(fc.contains("<code>/export/&lt;all&gt;&amp;&quot;csv&quot;</code>"));
+        assert!(!p.contains("<all>"));
+        assert!(p.contains("tr.fc td{background:"));
+        assert!(p.contains("<dt>Force-closed, handler still running: 1</dt>"));
+        // Every row has as many cells as the header.
+        for r in &rows {
+            assert_eq!(r.matches("<td").count(), 11, "{r}");
+        }
+    }
+
+    #[test]
+    fn scanner_line() {
+        let p = page();
+        assert!(p.contains(
+            "<p id=\"scanner\">Scanner: pid 101, 77 scans (2 failed); the last scan took \
+             140 &micro;s, 0.3 s ago.</p>"
+        ));
+        let mut s = fixture::snapshot();
+        s.kernel.available = false;
+        assert!(render(&s, None).contains("Scanner: pid 101"));
+        assert!(render(&Default::default(), None).contains("Scanner: no child has scanned yet."));
     }
 
     #[test]

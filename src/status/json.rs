@@ -5,7 +5,7 @@
 //! any snapshot.
 
 use super::escape::{float, json_string as js};
-use super::model::{ChildRow, ConnRow, LeakedSocket, Snapshot, VhostRow};
+use super::model::{ChildRow, CloseWaitClass, ConnRow, LeakedSocket, Snapshot, VhostRow};
 use super::open_in;
 use crate::table::state::ConnState;
 
@@ -21,6 +21,7 @@ pub fn render(s: &Snapshot) -> String {
         ),
         format!("\"kernel\":{}", kernel(s)),
         format!("\"close_wait_histogram\":{}", histogram(s)),
+        format!("\"scanner\":{}", scanner(s)),
     ];
     format!("{{{}}}\n", parts.join(","))
 }
@@ -100,9 +101,14 @@ fn child(c: &ChildRow) -> String {
 }
 
 fn conn(c: &ConnRow) -> String {
+    // Class names are fixed ASCII identifiers.
+    let class = c
+        .class
+        .map_or_else(|| "null".to_string(), |k| format!("\"{}\"", k.name()));
     format!(
         "{{\"pid\":{},\"client\":{},\"local_port\":{},\"vhost\":{},\"state\":\"{}\",\
-         \"age_ms\":{},\"close_wait_ms\":{},\"requests\":{},\"method\":{},\"path\":{}}}",
+         \"age_ms\":{},\"close_wait_ms\":{},\"class\":{},\"requests\":{},\"method\":{},\
+         \"path\":{}}}",
         c.pid,
         js(&c.client),
         c.local_port,
@@ -110,6 +116,7 @@ fn conn(c: &ConnRow) -> String {
         c.state.name(),
         c.age_ms,
         opt(c.close_wait_ms),
+        class,
         c.requests,
         js(&c.method),
         js(&c.path)
@@ -128,13 +135,31 @@ fn leaked(l: &LeakedSocket) -> String {
 
 fn kernel(s: &Snapshot) -> String {
     let k = &s.kernel;
+    let classes = CloseWaitClass::ALL
+        .iter()
+        .map(|&c| format!("\"{}\":{}", c.name(), k.count(c)))
+        .collect::<Vec<_>>()
+        .join(",");
     format!(
-        "{{\"available\":{},\"error\":{},\"tracked\":{},\"untracked\":{},\"leaked\":{}}}",
+        "{{\"available\":{},\"error\":{},\"tracked\":{},\"untracked\":{},\"leaked\":{},\
+         \"classes\":{{{}}},\"verdict\":\"{}\",\"oldest_close_wait_ms\":{}}}",
         k.available,
         k.error.as_deref().map_or_else(|| "null".to_string(), js),
         k.tracked,
         k.untracked,
-        list(k.leaked.iter().map(leaked))
+        list(k.leaked.iter().map(leaked)),
+        classes,
+        k.verdict.name(),
+        k.oldest_close_wait_ms
+    )
+}
+
+fn scanner(s: &Snapshot) -> String {
+    let sc = &s.scanner;
+    format!(
+        "{{\"pid\":{},\"scans\":{},\"scan_errors\":{},\"last_scan_us\":{},\
+         \"last_scan_age_ms\":{}}}",
+        sc.pid, sc.scans, sc.scan_errors, sc.last_scan_us, sc.last_scan_age_ms
     )
 }
 
@@ -386,6 +411,7 @@ mod tests {
                 "close_wait",
                 "close_wait",
                 "keepalive",
+                "force_closed",
                 "handling",
                 "reading"
             ]
@@ -415,6 +441,66 @@ mod tests {
         assert_eq!(h.get("count").num(), 10.0);
         assert_eq!(h.get("sum_seconds").num(), 321.5);
         assert_eq!(h.get("bounds_seconds").arr()[0].num(), 0.1);
+    }
+
+    #[test]
+    fn classes_verdict_and_scanner() {
+        let s = fixture::snapshot();
+        let v = parse(&render(&s)).unwrap();
+        let k = v.get("kernel");
+        let c = k.get("classes");
+        assert_eq!(c.get("stuck").num(), 1.0);
+        assert_eq!(c.get("hung").num(), 1.0);
+        assert_eq!(c.get("old_generation").num(), 0.0);
+        assert_eq!(c.get("untracked").num(), 1.0);
+        // Every kernel CLOSE_WAIT socket is in exactly one class.
+        let sum: f64 = match c {
+            V::Obj(kv) => kv.iter().map(|(_, n)| n.num()).sum(),
+            _ => unreachable!(),
+        };
+        assert_eq!(sum, k.get("tracked").num() + k.get("untracked").num());
+        assert_eq!(k.get("verdict").str(), "leak");
+        assert_eq!(k.get("oldest_close_wait_ms").num(), 45_500.0);
+        let sc = v.get("scanner");
+        assert_eq!(sc.get("pid").num(), 101.0);
+        assert_eq!(sc.get("scans").num(), 77.0);
+        assert_eq!(sc.get("scan_errors").num(), 2.0);
+        assert_eq!(sc.get("last_scan_us").num(), 140.0);
+        assert_eq!(sc.get("last_scan_age_ms").num(), 300.0);
+
+        // Distinct numbers, so a swapped key would show.
+        let mut s = fixture::snapshot();
+        s.kernel.stuck = 5;
+        s.kernel.hung = 6;
+        s.kernel.old_generation = 7;
+        s.kernel.untracked = 8;
+        s.kernel.verdict = crate::status::model::Verdict::Churn;
+        let v = parse(&render(&s)).unwrap();
+        let c = v.get("kernel").get("classes");
+        let got: Vec<f64> = ["stuck", "hung", "old_generation", "untracked"]
+            .iter()
+            .map(|n| c.get(n).num())
+            .collect();
+        assert_eq!(got, [5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(v.get("kernel").get("verdict").str(), "churn");
+    }
+
+    #[test]
+    fn connection_class_and_force_closed_row() {
+        let v = parse(&render(&fixture::snapshot())).unwrap();
+        let conns = v.get("connections").arr();
+        assert_eq!(conns[0].get("class").str(), "stuck");
+        assert_eq!(conns[1].get("class").str(), "hung");
+        assert_eq!(conns[2].get("class"), &V::Null);
+        let fc: Vec<&V> = conns
+            .iter()
+            .filter(|c| c.get("state").str() == "force_closed")
+            .collect();
+        assert_eq!(fc.len(), 1);
+        assert_eq!(fc[0].get("path").str(), fixture::FORCE_CLOSED_PATH);
+        assert_eq!(fc[0].get("class"), &V::Null);
+        let out = render(&fixture::snapshot());
+        assert!(!out.contains("<all>"));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 
 use std::fmt::Write;
 
+use super::auto::force_closed_held;
 use super::escape::{float, ms_as_secs, prom_label};
-use super::model::{Snapshot, VhostRow};
+use super::model::{CloseWaitClass, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
 use crate::table::state::ConnState;
 
@@ -57,7 +58,8 @@ pub fn render(s: &Snapshot) -> String {
         &mut o,
         "connections",
         "gauge",
-        "Open connections by lifecycle state.",
+        "Connections by lifecycle state: the open states, plus force_closed ones the guard \
+         shut down whose handler still runs.",
     );
     for st in ConnState::OPEN {
         let _ = writeln!(
@@ -67,6 +69,13 @@ pub fn render(s: &Snapshot) -> String {
             open_in(t, st)
         );
     }
+    // Not an open state, so not in `open_by_state`: counted from the rows.
+    let _ = writeln!(
+        o,
+        "{P}connections{{state=\"{}\"}} {}",
+        ConnState::ForceClosed.name(),
+        force_closed_held(s)
+    );
     scalar(
         &mut o,
         "accepted_total",
@@ -160,6 +169,42 @@ pub fn render(s: &Snapshot) -> String {
         o,
         "{P}kernel_close_wait{{kind=\"leaked\"}} {}",
         k.leaked.len()
+    );
+    family(
+        &mut o,
+        "close_wait_sockets",
+        "gauge",
+        "Kernel CLOSE_WAIT sockets on this server's listening ports by who holds them.",
+    );
+    for class in CloseWaitClass::ALL {
+        let _ = writeln!(
+            o,
+            "{P}close_wait_sockets{{class=\"{}\"}} {}",
+            class.name(),
+            k.count(class)
+        );
+    }
+    // A state set, like vhost_auto_close: 1 for the current verdict, 0 for the others.
+    family(
+        &mut o,
+        "close_wait_verdict",
+        "gauge",
+        "Whether CLOSE_WAIT sockets look like normal churn or a leak (1 = current verdict).",
+    );
+    for verdict in [Verdict::None, Verdict::Churn, Verdict::Leak] {
+        let _ = writeln!(
+            o,
+            "{P}close_wait_verdict{{verdict=\"{}\"}} {}",
+            verdict.name(),
+            u8::from(k.verdict == verdict)
+        );
+    }
+    scalar(
+        &mut o,
+        "close_wait_oldest_seconds",
+        "gauge",
+        "Longest time a tracked socket has been in CLOSE_WAIT now (0 if none).",
+        ms_as_secs(k.oldest_close_wait_ms),
     );
     scalar(
         &mut o,
@@ -266,6 +311,28 @@ pub fn render(s: &Snapshot) -> String {
         "SocketGuardScanInterval.",
         ms_as_secs(s.scan_interval_ms),
     );
+    let sc = &s.scanner;
+    scalar(
+        &mut o,
+        "scans_total",
+        "counter",
+        "Kernel CLOSE_WAIT scans run (one child scans for the whole server).",
+        sc.scans,
+    );
+    scalar(
+        &mut o,
+        "scan_errors_total",
+        "counter",
+        "Kernel CLOSE_WAIT scans that failed.",
+        sc.scan_errors,
+    );
+    scalar(
+        &mut o,
+        "last_scan_duration_seconds",
+        "gauge",
+        "Duration of the last scan (kernel dump and join with the table).",
+        us_as_secs(sc.last_scan_us),
+    );
 
     family(
         &mut o,
@@ -304,6 +371,17 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
     o
+}
+
+/// Microseconds as seconds, exact (no float rounding): 140 -> "0.00014".
+fn us_as_secs(us: u64) -> String {
+    let (whole, frac) = (us / 1_000_000, us % 1_000_000);
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        let f = format!("{:06}", frac);
+        format!("{}.{}", whole, f.trim_end_matches('0'))
+    }
 }
 
 /// Prometheus buckets are cumulative; the model's counts are per bucket, so they are summed
@@ -435,7 +513,130 @@ mod tests {
                 "missing: {expected}\n{out}"
             );
         }
-        assert_eq!(find(&out, "socket_guard_connections{").len(), 5);
+        // The five open states plus force_closed.
+        assert_eq!(find(&out, "socket_guard_connections{").len(), 6);
+    }
+
+    #[test]
+    fn connections_include_force_closed() {
+        let s = fixture::snapshot();
+        let out = render(&s);
+        let states: Vec<&str> = find(&out, "socket_guard_connections{")
+            .into_iter()
+            .map(|l| sample(l).1)
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "state=\"reading\"",
+                "state=\"handling\"",
+                "state=\"keepalive\"",
+                "state=\"closing\"",
+                "state=\"close_wait\"",
+                "state=\"force_closed\"",
+            ]
+        );
+        assert!(out.contains("\nsocket_guard_connections{state=\"force_closed\"} 1\n"));
+        // The open states still sum to the open total; force_closed is not open.
+        let open: u64 = find(&out, "socket_guard_connections{")
+            .into_iter()
+            .map(sample)
+            .filter(|(_, l, _)| *l != "state=\"force_closed\"")
+            .map(|(_, _, v)| v.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(open, s.totals.open());
+        let empty = render(&Default::default());
+        assert!(empty.contains("\nsocket_guard_connections{state=\"force_closed\"} 0\n"));
+    }
+
+    #[test]
+    fn close_wait_classes_all_four_series() {
+        let mut s = fixture::snapshot();
+        let out = render(&s);
+        let series = find(&out, "socket_guard_close_wait_sockets{");
+        assert_eq!(
+            series,
+            [
+                "socket_guard_close_wait_sockets{class=\"stuck\"} 1",
+                "socket_guard_close_wait_sockets{class=\"hung\"} 1",
+                "socket_guard_close_wait_sockets{class=\"old_generation\"} 0",
+                "socket_guard_close_wait_sockets{class=\"untracked\"} 1",
+            ]
+        );
+        let sum: u64 = series
+            .iter()
+            .map(|l| sample(l).2.parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(sum, s.kernel.tracked + s.kernel.untracked);
+        s.kernel.stuck = 5;
+        s.kernel.hung = 6;
+        s.kernel.old_generation = 7;
+        s.kernel.untracked = 8;
+        let out = render(&s);
+        for expected in [
+            "socket_guard_close_wait_sockets{class=\"stuck\"} 5",
+            "socket_guard_close_wait_sockets{class=\"hung\"} 6",
+            "socket_guard_close_wait_sockets{class=\"old_generation\"} 7",
+            "socket_guard_close_wait_sockets{class=\"untracked\"} 8",
+        ] {
+            assert!(out.lines().any(|l| l == expected), "missing: {expected}");
+        }
+        // All four even when nothing is in CLOSE_WAIT.
+        let empty = render(&Default::default());
+        assert_eq!(find(&empty, "socket_guard_close_wait_sockets{").len(), 4);
+    }
+
+    #[test]
+    fn verdict_is_a_state_set_with_exactly_one_1() {
+        for (verdict, name) in [
+            (Verdict::None, "none"),
+            (Verdict::Churn, "churn"),
+            (Verdict::Leak, "leak"),
+        ] {
+            let mut s = fixture::snapshot();
+            s.kernel.verdict = verdict;
+            let out = render(&s);
+            let series: Vec<(&str, &str)> = find(&out, "socket_guard_close_wait_verdict{")
+                .into_iter()
+                .map(|l| {
+                    let (_, labels, v) = sample(l);
+                    (labels, v)
+                })
+                .collect();
+            assert_eq!(series.len(), 3, "{out}");
+            let ones: Vec<&str> = series
+                .iter()
+                .filter(|(_, v)| *v == "1")
+                .map(|(l, _)| *l)
+                .collect();
+            assert_eq!(ones, [format!("verdict=\"{name}\"")]);
+            assert!(series.iter().all(|(_, v)| *v == "0" || *v == "1"));
+        }
+    }
+
+    #[test]
+    fn oldest_and_scanner_series() {
+        let out = render(&fixture::snapshot());
+        for expected in [
+            "socket_guard_close_wait_oldest_seconds 45.5",
+            "socket_guard_scans_total 77",
+            "socket_guard_scan_errors_total 2",
+            "socket_guard_last_scan_duration_seconds 0.00014",
+            "# TYPE socket_guard_scans_total counter",
+            "# TYPE socket_guard_scan_errors_total counter",
+            "# TYPE socket_guard_last_scan_duration_seconds gauge",
+            "# TYPE socket_guard_close_wait_oldest_seconds gauge",
+            "# TYPE socket_guard_close_wait_sockets gauge",
+            "# TYPE socket_guard_close_wait_verdict gauge",
+        ] {
+            assert!(
+                out.lines().any(|l| l == expected),
+                "missing: {expected}\n{out}"
+            );
+        }
+        assert_eq!(us_as_secs(0), "0");
+        assert_eq!(us_as_secs(1), "0.000001");
+        assert_eq!(us_as_secs(2_500_000), "2.5");
     }
 
     #[test]

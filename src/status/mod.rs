@@ -39,6 +39,8 @@ pub(crate) mod fixture {
     pub const HOSTILE_PATH: &str = "/<script>alert(\"x\")</script>\n\"}";
     pub const HOSTILE_VHOST: &str = "evil <b>\"host\"</b>\\\nSlotsTotal: 0";
     pub const HOSTILE_CLIENT: &str = "10.0.0.1:5555<img src=x onerror=alert(1)>";
+    /// The path of the force-closed row: the URL whose handler leaks sockets.
+    pub const FORCE_CLOSED_PATH: &str = "/export/<all>&\"csv\"";
 
     fn conn(state: ConnState, age_ms: u64, close_wait_ms: Option<u64>, path: &str) -> ConnRow {
         ConnRow {
@@ -61,6 +63,13 @@ pub(crate) mod fixture {
         hostile.client = HOSTILE_CLIENT.into();
         hostile.vhost = format!("{}:80", HOSTILE_VHOST);
         hostile.method = "G\"ET<".into();
+        // Owned by the hung child 102, so its class is `hung`.
+        let mut short = conn(ConnState::CloseWait, 70_000, Some(1_200), "/cw-short");
+        short.pid = 102;
+        short.class = Some(CloseWaitClass::Hung);
+        // The guard shut it down but the handler still runs: listed, not open, no longer in
+        // CLOSE_WAIT (the kernel moved it on after the shutdown).
+        let force_closed = conn(ConnState::ForceClosed, 60_000, None, FORCE_CLOSED_PATH);
         Snapshot {
             server_version: "Apache/2.4.99 (Test)\nEvil: 1".into(),
             mpm: "event".into(),
@@ -134,8 +143,9 @@ pub(crate) mod fixture {
             connections: vec![
                 conn(ConnState::Keepalive, 90_000, None, "/old"),
                 conn(ConnState::Reading, 5, None, ""),
+                force_closed,
                 conn(ConnState::Handling, 2_000, None, "/slow"),
-                conn(ConnState::CloseWait, 70_000, Some(1_200), "/cw-short"),
+                short,
                 hostile,
             ],
             kernel: KernelView {
@@ -157,9 +167,11 @@ pub(crate) mod fixture {
                         holder_pid: None,
                     },
                 ],
+                // Consistent with the rows: the hostile one (pid 101) is stuck, /cw-short
+                // (pid 102, hung) is hung; stuck + hung + old_generation == tracked.
                 stuck: 1,
-                hung: 0,
-                old_generation: 1,
+                hung: 1,
+                old_generation: 0,
                 verdict: Verdict::Leak,
                 oldest_close_wait_ms: 45_500,
             },
@@ -169,9 +181,9 @@ pub(crate) mod fixture {
                 sum_secs: 321.5,
             },
             scanner: ScannerInfo {
-                pid: 102,
+                pid: 101,
                 scans: 77,
-                scan_errors: 0,
+                scan_errors: 2,
                 last_scan_us: 140,
                 last_scan_age_ms: 300,
             },

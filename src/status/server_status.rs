@@ -1,12 +1,13 @@
 //! The short "Socket Guard" section mod_status shows on /server-status via its status_hook.
 //!
 //! mod_status calls the hook with its short-report flag for `?auto` (then we give
-//! `auto_lines`) and otherwise for HTML (`html_section`). Only numbers appear here, so there
-//! is nothing client-controlled to escape. The Location of our own page is not known to us,
+//! `auto_lines`) and otherwise for HTML (`html_section`). Only numbers and our own fixed
+//! texts (the verdict) appear here, so there is nothing client-controlled to escape. The Location of our own page is not known to us,
 //! so the section carries no link to it.
 
 use std::fmt::Write;
 
+use super::escape::html as e;
 use super::model::Snapshot;
 
 /// An HTML fragment appended to mod_status's page.
@@ -18,6 +19,7 @@ pub fn html_section(s: &Snapshot) -> String {
         format!("Slots: {} used of {}", s.slots_used, s.slots_total),
         format!("Open connections: {}", t.open()),
         format!("In CLOSE_WAIT now: {}", t.close_wait_now),
+        verdict(s),
         format!(
             "Force-closed: {} by guard, {} rescued by parent",
             t.force_closed_guard, t.force_closed_rescue
@@ -30,6 +32,20 @@ pub fn html_section(s: &Snapshot) -> String {
     }
     o.push_str("</dl>\n");
     o
+}
+
+/// The verdict sentence (our own fixed text, escaped anyway).
+fn verdict(s: &Snapshot) -> String {
+    let k = &s.kernel;
+    if k.available {
+        format!(
+            "CLOSE_WAIT verdict: {} &mdash; {}",
+            k.verdict.name(),
+            e(k.verdict.explain())
+        )
+    } else {
+        "CLOSE_WAIT verdict: unknown (kernel view unavailable)".to_string()
+    }
 }
 
 /// `Key: Value` lines appended to mod_status's `?auto` output, all prefixed `SocketGuard`.
@@ -49,6 +65,11 @@ pub fn auto_lines(s: &Snapshot) -> String {
     for (key, value) in lines {
         let _ = writeln!(o, "SocketGuard{key}: {value}");
     }
+    let _ = writeln!(
+        o,
+        "SocketGuardCloseWaitVerdict: {}",
+        s.kernel.verdict.name()
+    );
     o
 }
 
@@ -63,8 +84,12 @@ mod tests {
         let expected = "SocketGuardSlotsUsed: 4\nSocketGuardSlotsTotal: 1024\nSocketGuardOpen: 5\n\
                         SocketGuardCloseWait: 2\nSocketGuardForceClosed: 10\n\
                         SocketGuardReclaimed: 11\nSocketGuardUntracked: 13\n\
-                        SocketGuardAccepted: 1000\n";
+                        SocketGuardAccepted: 1000\nSocketGuardCloseWaitVerdict: leak\n";
         assert_eq!(out, expected);
+        let mut s = fixture::snapshot();
+        s.kernel.verdict = crate::status::model::Verdict::Churn;
+        assert!(auto_lines(&s).ends_with("\nSocketGuardCloseWaitVerdict: churn\n"));
+        assert!(auto_lines(&Default::default()).ends_with("\nSocketGuardCloseWaitVerdict: none\n"));
     }
 
     #[test]
@@ -76,5 +101,16 @@ mod tests {
         assert!(out.contains("<dt>Force-closed: 7 by guard, 3 rescued by parent</dt>"));
         assert!(out.contains("<dt>Untracked (table full): 13</dt>"));
         assert!(!out.contains("<a "));
+        assert!(out.contains(
+            "<dt>CLOSE_WAIT verdict: leak &mdash; sockets stay in CLOSE_WAIT for 10 s or more: \
+             something holds them (a leak)</dt>"
+        ));
+        let mut s = fixture::snapshot();
+        s.kernel.verdict = crate::status::model::Verdict::Churn;
+        assert!(html_section(&s)
+            .contains("<dt>CLOSE_WAIT verdict: churn &mdash; sockets pass through CLOSE_WAIT"));
+        s.kernel.available = false;
+        assert!(html_section(&s)
+            .contains("<dt>CLOSE_WAIT verdict: unknown (kernel view unavailable)</dt>"));
     }
 }

@@ -209,7 +209,7 @@ impl SharedTable {
                 slot.close_wait_since_mono_ms.store(0, Relaxed);
                 slot.requests.store(0, Relaxed);
                 slot.flags.store(0, Relaxed);
-                slot.write_text("", "");
+                slot.write_text(b"", b"");
                 return Some(SlotHandle {
                     index: ((hint + i) % n) as u32,
                     tag,
@@ -446,24 +446,25 @@ impl SharedTable {
     }
 }
 
-/// Packs bytes little-endian into atomic words; returns how many bytes fit.
+/// Packs bytes little-endian into atomic words; returns how many bytes fit. Only the words
+/// that hold bytes are written: readers stop at the stored length, so stale words past it
+/// never show (this keeps the per-request cost to a few stores).
 pub(crate) fn write_bytes(words: &[std::sync::atomic::AtomicU64], bytes: &[u8]) -> usize {
     let len = bytes.len().min(words.len() * 8);
-    for (i, w) in words.iter().enumerate() {
-        let mut chunk = [0u8; 8];
-        let start = (i * 8).min(len);
-        let end = (start + 8).min(len);
-        chunk[..end - start].copy_from_slice(&bytes[start..end]);
-        w.store(u64::from_le_bytes(chunk), Relaxed);
+    for (w, chunk) in words.iter().zip(bytes[..len].chunks(8)) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        w.store(u64::from_le_bytes(word), Relaxed);
     }
     len
 }
 
 pub(crate) fn read_bytes(words: &[std::sync::atomic::AtomicU64], len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(words.len() * 8);
-    for w in words {
+    let len = len.min(words.len() * 8);
+    let mut out = Vec::with_capacity(len.div_ceil(8) * 8);
+    for w in &words[..len.div_ceil(8)] {
         out.extend_from_slice(&w.load(Relaxed).to_le_bytes());
     }
-    out.truncate(len.min(words.len() * 8));
+    out.truncate(len);
     out
 }

@@ -80,13 +80,14 @@ impl Slot {
         store_addr(&self.local_ip, &self.local_port, local);
     }
 
-    /// Writes method and path under the seqlock (owner only). Long values are truncated.
-    pub fn write_text(&self, method: &str, path: &str) {
+    /// Writes method and path under the seqlock (owner only). Raw bytes as Apache has them:
+    /// UTF-8 is checked only when a reader renders them. Long values are truncated.
+    pub fn write_text(&self, method: &[u8], path: &[u8]) {
         let seq = self.text_seq.load(Relaxed);
         self.text_seq.store(seq.wrapping_add(1), Relaxed); // odd: write in progress
         fence(Release);
-        let m = write_bytes(&self.method, method.as_bytes());
-        let p = write_bytes(&self.path, path.as_bytes());
+        let m = write_bytes(&self.method, method);
+        let p = write_bytes(&self.path, path);
         self.method_len.store(m as u32, Relaxed);
         self.path_len.store(p as u32, Relaxed);
         self.text_seq.store(seq.wrapping_add(2), Release);

@@ -68,7 +68,7 @@ fn concurrent_claims_never_share_a_slot() {
                     if let Some(h) = t.claim(th + 1, (th as usize * 7 + round) % 64, 1) {
                         let slot = t.owned(h).unwrap();
                         slot.fd.store(th as i32, Relaxed);
-                        slot.write_text("GET", &format!("/t{th}"));
+                        slot.write_text(b"GET", format!("/t{th}").as_bytes());
                         t.set_state(h, ConnState::Handling, 2);
                         std::thread::yield_now();
                         // Nobody else wrote into our slot while we held it.
@@ -98,12 +98,12 @@ fn text_round_trips_and_truncates() {
     let (_m, t) = region(2, 1);
     let h = t.claim(1, 0, 1).unwrap();
     let slot = t.owned(h).unwrap();
-    slot.write_text("PROPFIND", "/a/b?no");
+    slot.write_text(b"PROPFIND", b"/a/b?no");
     assert_eq!(slot.read_text(), ("PROPFIND".into(), "/a/b?no".into()));
     let long = "x".repeat(500);
-    slot.write_text("GET", &long);
+    slot.write_text(b"GET", long.as_bytes());
     assert_eq!(slot.read_text().1.len(), layout::PATH_BYTES);
-    slot.write_text("GET", "/é");
+    slot.write_text(b"GET", "/é".as_bytes());
     assert_eq!(slot.read_text().1, "/é");
 }
 
@@ -187,4 +187,25 @@ fn histogram_buckets_by_upper_bound() {
     assert_eq!(h[0].load(Relaxed), 1);
     assert_eq!(h[1].load(Relaxed), 1);
     assert_eq!(h[layout::HISTOGRAM_BOUNDS_MS.len()].load(Relaxed), 1);
+}
+
+#[test]
+fn a_shorter_text_after_a_longer_one_shows_no_leftovers() {
+    let (_m, t) = region(2, 1);
+    let h = t.claim(1, 0, 1).unwrap();
+    let slot = t.owned(h).unwrap();
+    slot.write_text(b"OPTIONS", b"/a/very/long/path/indeed/with/many/segments");
+    slot.write_text(b"GET", b"/x");
+    assert_eq!(slot.read_text(), ("GET".into(), "/x".into()));
+    slot.write_text(b"", b"");
+    assert_eq!(slot.read_text(), (String::new(), String::new()));
+}
+
+#[test]
+fn invalid_utf8_from_the_network_is_shown_lossily() {
+    let (_m, t) = region(2, 1);
+    let h = t.claim(1, 0, 1).unwrap();
+    let slot = t.owned(h).unwrap();
+    slot.write_text(b"GET", b"/\xff\xfe");
+    assert_eq!(slot.read_text().1, "/\u{fffd}\u{fffd}");
 }

@@ -49,8 +49,8 @@ pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
         table.counters().requests.fetch_add(1, Relaxed);
         // The path without query string: parsed_uri.path is the raw path as sent.
         // SAFETY: method and parsed_uri.path are null or NUL-terminated strings in r->pool.
-        let (method, path) = unsafe { (conn::text(rr.method), conn::text(rr.parsed_uri.path)) };
-        slot.write_text(&method, &path);
+        let (method, path) = unsafe { (conn::bytes(rr.method), conn::bytes(rr.parsed_uri.path)) };
+        slot.write_text(method, path);
         table.set_state(track.handle, ConnState::Handling, mono_ms());
         DECLINED
     })

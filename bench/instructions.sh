@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Deterministic per-connection cost of the module: user-space instructions counted by
+# callgrind for Apache in single-process mode (-X), with and without the module.
+#
+# Wall-clock and /proc CPU time on a shared 2-core VM vary by ±10% between identical runs —
+# far more than the module costs — so this counts instructions instead, which repeat exactly.
+# Each configuration serves N1 and then N2 requests, each on a new connection (KeepAlive Off:
+# the per-connection hooks' worst case); the slope (I(N2) - I(N1)) / (N2 - N1) cancels
+# start-up and shutdown. Kernel time (the TCP stack) is not counted by callgrind, so the
+# instruction ratio overstates the module's share of real CPU time.
+#
+# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500). Needs valgrind (Debian package).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SO=${SOCKET_GUARD_SO:-$ROOT/build/mod_socket_guard.so}
+SO=$(cd "$(dirname "$SO")" && pwd)/$(basename "$SO")
+N1=${N1:-500}
+N2=${N2:-2500}
+MODULES_DIR=${APACHE_MODULES_DIR:-/usr/lib/apache2/modules}
+command -v valgrind >/dev/null || { echo "instructions: valgrind not installed (apt-get install valgrind)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/sg-instr.XXXXXX)
+chmod 0777 "$WORK"
+mkdir -m 0777 "$WORK/run" "$WORK/out" "$WORK/htdocs"
+echo "hello" >"$WORK/htdocs/index.html"
+chmod 0644 "$WORK/htdocs/index.html"
+# Unprivileged run: as root Apache would switch to www-data mid-way, and callgrind's output
+# file (opened as root) would become unwritable.
+AS=()
+[[ $(id -u) == 0 ]] && AS=(runuser -u www-data --)
+VG_PID=
+cleanup() {
+    if [[ -n $VG_PID ]] && kill -0 "$VG_PID" 2>/dev/null; then kill -TERM "$VG_PID" 2>/dev/null || true; wait "$VG_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18090)
+
+write_conf() { # write_conf NAME WITH_MODULE
+    {
+        echo "ServerRoot $WORK"
+        echo "LoadModule mpm_event_module $MODULES_DIR/mod_mpm_event.so"
+        echo "LoadModule authz_core_module $MODULES_DIR/mod_authz_core.so"
+        if [[ $2 == 1 ]]; then
+            echo "LoadModule socket_guard_module $SO"
+            # A long interval keeps the guard thread's (time-dependent) work out of the count.
+            echo "SocketGuardScanInterval 60s"
+        fi
+        echo "Listen 127.0.0.1:$port"
+        echo "ServerName 127.0.0.1"
+        echo "PidFile $WORK/run/$1.pid"
+        echo "DefaultRuntimeDir $WORK/run"
+        echo "ErrorLog $WORK/$1.error.log"
+        echo "LogLevel warn"
+        echo "DocumentRoot $WORK/htdocs"
+        echo "KeepAlive Off"
+    } >"$WORK/$1.conf"
+}
+
+count() { # count NAME N -> total instructions
+    local name=$1 n=$2 i out=$WORK/out/cg.$1.$2
+    rm -f "$WORK/$name.error.log" "$WORK/run/$name.pid"
+    "${AS[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" /usr/sbin/apache2 -X -f "$WORK/$name.conf" \
+        >"$WORK/vg.$name.$n.log" 2>&1 &
+    VG_PID=$!
+    for i in $(seq 300); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/index.html" && break
+        sleep 0.2
+    done
+    ab -q -n "$n" -c 1 "http://127.0.0.1:$port/index.html" >/dev/null 2>&1
+    kill -TERM "$(cat "$WORK/run/$name.pid")"
+    wait "$VG_PID" || true
+    VG_PID=
+    callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}'
+}
+
+write_conf without 0
+write_conf with 1
+declare -A per_conn
+for name in without with; do
+    a=$(count "$name" "$N1")
+    b=$(count "$name" "$N2")
+    per_conn[$name]=$(((b - a) / (N2 - N1)))
+done
+wo=${per_conn[without]}
+w=${per_conn[with]}
+printf '\nuser-space instructions per connection (1 request each, KeepAlive Off), callgrind:\n'
+printf '  without module: %d\n  with module:    %d\n  added:          %d (%.1f%% of Apache'"'"'s user-space instructions)\n' \
+    "$wo" "$w" "$((w - wo))" "$(echo "scale=3; ($w - $wo) * 100 / $wo" | bc)"
