@@ -102,6 +102,8 @@ install: build
 
 bench: build
 	$(CARGO) bench --bench hooks
+	$(CARGO) bench --bench scan
+	$(CARGO) bench --bench latency
 	bench/run.sh
 
 clean:

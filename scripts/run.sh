@@ -13,6 +13,8 @@
 #   RUN_DIR=build/run    where config, logs, pid file, docroot and cgi-bin go
 #   SOCKET_GUARD_SO      module to load (default build/mod_socket_guard.so)
 #   WITH_MODULE=1        0 runs the same config without mod_socket_guard
+#   SCAN_INTERVAL=1s     SocketGuardScanInterval (scripts/demo.sh uses 500ms)
+#   SHOP_TIMEOUT=5s      SocketGuardCloseWaitTimeout of shop.example.test (demo.sh: 3s)
 #
 # Two name-based vhosts share the port: www.example.test (SocketGuardAutoClose Off, also the
 # default for requests by IP) and shop.example.test (SocketGuardAutoClose On, 5s timeout).
@@ -26,6 +28,8 @@ LISTEN_ADDR=${LISTEN_ADDR:-127.0.0.1}
 RUN_DIR=${RUN_DIR:-$ROOT/build/run}
 SOCKET_GUARD_SO=${SOCKET_GUARD_SO:-$ROOT/build/mod_socket_guard.so}
 WITH_MODULE=${WITH_MODULE:-1}
+SCAN_INTERVAL=${SCAN_INTERVAL:-1s}
+SHOP_TIMEOUT=${SHOP_TIMEOUT:-5s}
 APACHE2=${APACHE2:-/usr/sbin/apache2}
 MODULES_DIR=${APACHE_MODULES_DIR:-/usr/lib/apache2/modules}
 
@@ -37,7 +41,7 @@ case "${1:-}" in
     --background | -b) mode=background ;;
     --stop) mode=stop ;;
     --config-only) mode=config ;;
-    -h | --help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
 esac
 
@@ -96,6 +100,9 @@ fi
 if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65535)); then
     die "PORT must be a port number, got '$PORT'"
 fi
+for v in "$SCAN_INTERVAL" "$SHOP_TIMEOUT"; do
+    [[ $v =~ ^[0-9]+(ms|s|m)?$ ]] || die "SCAN_INTERVAL/SHOP_TIMEOUT must be a duration like 500ms, 5s, 2m; got '$v'"
+done
 case "$MPM" in
     event | worker) CGI_MODULE=cgid ;;
     prefork) CGI_MODULE=cgi ;;
@@ -256,8 +263,8 @@ ScriptAlias /cgi-bin/ "$CGI_DIR/"
 
 <IfModule socket_guard_module>
     LogLevel warn socket_guard:info
-    # Server-wide settings (these are the defaults).
-    SocketGuardScanInterval 1s
+    # Server-wide settings (the defaults, unless SCAN_INTERVAL is set).
+    SocketGuardScanInterval $SCAN_INTERVAL
     SocketGuardRescue On
     SocketGuardHungChildTimeout 10s
 
@@ -283,7 +290,7 @@ ScriptAlias /cgi-bin/ "$CGI_DIR/"
     ServerName shop.example.test
     <IfModule socket_guard_module>
         SocketGuardAutoClose On
-        SocketGuardCloseWaitTimeout 5s
+        SocketGuardCloseWaitTimeout $SHOP_TIMEOUT
     </IfModule>
 </VirtualHost>
 EOF
@@ -320,7 +327,7 @@ Apache $("$APACHE2" -v | sed -n 's/^Server version: //p') with mpm_$MPM, config 
   $base/socket-status?json
   $base/socket-status?metrics
   $base/server-status
-  $base/cgi-bin/slow?SLEEP=30   (Host: shop.example.test has SocketGuardAutoClose On, 5s)
+  $base/cgi-bin/slow?SLEEP=30   (Host: shop.example.test has SocketGuardAutoClose On, $SHOP_TIMEOUT)
   logs: $RUN_DIR/error.log  $RUN_DIR/access.log
 EOF
 

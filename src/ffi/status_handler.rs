@@ -27,7 +27,7 @@ fn take_snapshot() -> Snapshot {
     let kernel = match &table {
         Some(t) => {
             let mut diag = DiagSocket::open().ok();
-            kernel::close_wait_on_ports(diag.as_mut(), &t.listen_ports())
+            kernel::close_wait_on(diag.as_mut(), &t.listeners())
         }
         None => Err("shared table unavailable".to_string()),
     };

@@ -72,6 +72,7 @@ struct Guard {
     table: SharedTable,
     child: Child,
     diag: Option<DiagSocket>,
+    diag_failed: bool,
     scanning: bool,
     scan_failing: bool,
     deadline: Option<u64>,
@@ -79,25 +80,35 @@ struct Guard {
 
 impl Guard {
     fn new(table: SharedTable, child: Child) -> Guard {
-        let diag = match DiagSocket::open() {
-            Ok(d) => Some(d),
-            Err(e) => {
-                (child.log)(
-                    Severity::Warn,
-                    messages::SCAN_FALLBACK,
-                    &format!("sock_diag netlink unavailable ({e}): scanning /proc/net/tcp instead"),
-                );
-                None
-            }
-        };
         Guard {
             table,
             child,
-            diag,
+            diag: None,
+            diag_failed: false,
             scanning: false,
             scan_failing: false,
             deadline: None,
         }
+    }
+
+    /// The netlink socket, opened the first time this child scans (most children never do).
+    fn diag(&mut self) -> Option<&mut DiagSocket> {
+        if self.diag.is_none() && !self.diag_failed {
+            match DiagSocket::open() {
+                Ok(d) => self.diag = Some(d),
+                Err(e) => {
+                    self.diag_failed = true;
+                    (self.child.log)(
+                        Severity::Warn,
+                        messages::SCAN_FALLBACK,
+                        &format!(
+                            "sock_diag netlink unavailable ({e}): scanning /proc/net/tcp instead"
+                        ),
+                    );
+                }
+            }
+        }
+        self.diag.as_mut()
     }
 
     fn run(&mut self, stop: &(Mutex<bool>, Condvar)) {
@@ -145,8 +156,8 @@ impl Guard {
 
     fn scan(&mut self) {
         let started = Instant::now();
-        let ports = self.table.listen_ports();
-        let result = kernel::close_wait_on_ports(self.diag.as_mut(), &ports);
+        let listeners = self.table.listeners();
+        let result = kernel::close_wait_on(self.diag(), &listeners);
         let ok = result.is_ok();
         match result {
             Ok(sockets) => {

@@ -21,32 +21,34 @@ const NLA_HDRLEN: usize = 4;
 
 const BC_JMP: u8 = 1;
 const BC_S_EQ: u8 = 11;
-/// Each port costs 8 bytecode bytes and the "accept" jump is a u8: beyond this many ports
-/// the request carries no filter and ports are filtered here instead.
-pub const MAX_FILTER_PORTS: usize = 30;
+/// One test is 12 bytes and jumps are u16: far more ports than a server listens on.
+pub const MAX_FILTER_PORTS: usize = 1024;
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Bytecode that accepts sockets whose local port is one of `ports`:
-/// one `S_EQ port` test per port (yes → jump to the end = accept, no → next test), then an
-/// unconditional jump past the end (= reject).
+/// Bytecode accepting sockets whose local port is one of `ports` (the layout `ss` emits for
+/// `sport = :A or sport = :B`): each `S_EQ port` falls through on a match (yes = 8) to a `JMP`
+/// to the end (accept) and skips on a miss (no = 12) to the next test; a miss on the last test
+/// lands 4 bytes past the end (reject). The kernel's audit (inet_diag_bc_audit) follows the
+/// chain of `yes` links and requires every `no` target to lie on it, which this layout meets.
 pub fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
-    if ports.is_empty() || ports.len() > MAX_FILTER_PORTS {
+    let n = ports.len();
+    if n == 0 || n > MAX_FILTER_PORTS {
         return None;
     }
-    let total = ports.len() * 8 + 4;
-    let mut bc = Vec::with_capacity(total);
+    let mut bc = Vec::with_capacity(12 * n);
     for (i, port) in ports.iter().enumerate() {
-        let to_end = (total - i * 8) as u8;
-        bc.extend_from_slice(&[BC_S_EQ, to_end]);
-        bc.extend_from_slice(&8u16.to_ne_bytes());
+        bc.extend_from_slice(&[BC_S_EQ, 8]);
+        bc.extend_from_slice(&12u16.to_ne_bytes());
         bc.extend_from_slice(&[0, 0]);
         bc.extend_from_slice(&port.to_ne_bytes());
+        if i + 1 < n {
+            bc.extend_from_slice(&[BC_JMP, 4]);
+            bc.extend_from_slice(&((12 * (n - 1 - i)) as u16).to_ne_bytes());
+        }
     }
-    bc.extend_from_slice(&[BC_JMP, 4]);
-    bc.extend_from_slice(&8u16.to_ne_bytes());
     Some(bc)
 }
 
@@ -204,18 +206,62 @@ mod tests {
         assert_eq!(u16_at(&r, 72), Some(24));
     }
 
-    #[test]
-    fn filter_jumps_land_on_the_end_or_the_next_test() {
-        let bc = port_filter(&[80, 443, 8080]).unwrap();
-        let total = bc.len();
-        for i in 0..3 {
-            assert_eq!(bc[i * 8], BC_S_EQ);
-            assert_eq!(bc[i * 8 + 1] as usize + i * 8, total, "yes → end");
-            assert_eq!(u16_at(&bc, i * 8 + 2), Some(8), "no → next");
+    /// The kernel's inet_diag_bc_run for the two ops we emit: true = socket accepted.
+    fn run(bc: &[u8], sport: u16) -> bool {
+        let mut at = 0usize;
+        let mut len = bc.len() as i64;
+        while len > 0 {
+            let (code, yes, no) = (
+                bc[at],
+                bc[at + 1] as usize,
+                u16_at(bc, at + 2).unwrap() as usize,
+            );
+            let ok = match code {
+                BC_S_EQ => u16_at(bc, at + 6).unwrap() == sport,
+                BC_JMP => false,
+                _ => panic!("unexpected op {code}"),
+            };
+            let step = if ok { yes } else { no };
+            at += step;
+            len -= step as i64;
         }
-        assert_eq!(bc[total - 4], BC_JMP);
+        len == 0
+    }
+
+    /// The kernel's inet_diag_bc_audit: walk the `yes` chain; every `no` must land on it or
+    /// exactly 4 bytes past the end.
+    fn audit(bc: &[u8]) -> bool {
+        let mut chain = vec![0usize];
+        let mut at = 0usize;
+        while at < bc.len() {
+            let yes = bc[at + 1] as usize;
+            at += yes;
+            chain.push(at);
+        }
+        if at != bc.len() {
+            return false;
+        }
+        chain.iter().filter(|&&p| p < bc.len()).all(|&p| {
+            let no = u16_at(bc, p + 2).unwrap() as usize;
+            let target = p + no;
+            target == bc.len() + 4 || chain.contains(&target)
+        })
+    }
+
+    #[test]
+    fn filter_accepts_exactly_our_ports_and_passes_the_kernel_audit() {
+        for ports in [vec![8080], vec![80, 443], vec![80, 443, 8080, 8443]] {
+            let bc = port_filter(&ports).unwrap();
+            assert!(audit(&bc), "audit rejects {ports:?}");
+            for p in [1, 79, 80, 443, 8080, 8443, 65535] {
+                assert_eq!(
+                    run(&bc, p),
+                    ports.contains(&p),
+                    "port {p} with filter {ports:?}"
+                );
+            }
+        }
         assert!(port_filter(&[]).is_none());
-        assert!(port_filter(&[1; MAX_FILTER_PORTS + 1]).is_none());
     }
 
     #[test]

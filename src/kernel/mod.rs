@@ -25,7 +25,32 @@ pub struct KernelSocket {
     pub uid: u32,
 }
 
-/// CLOSE_WAIT sockets on `ports`: sock_diag through `diag` when given and working, else /proc.
+/// What the server listens on: the ports, and which address families its listeners use
+/// (a `Listen 80` socket is IPv6 and also carries IPv4 clients as v4-mapped addresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    pub ports: Vec<u16>,
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+/// CLOSE_WAIT sockets on our listeners: sock_diag through `diag` when given and working
+/// (only the address families we listen on: each family is one walk of the kernel's socket
+/// hash), else /proc.
+pub fn close_wait_on(
+    diag: Option<&mut sock_diag::DiagSocket>,
+    l: &Listeners,
+) -> Result<Vec<KernelSocket>, String> {
+    if let Some(d) = diag {
+        if let Ok(v) = d.dump_families(1 << TCP_CLOSE_WAIT, &l.ports, l.ipv4, l.ipv6) {
+            return Ok(v);
+        }
+    }
+    proc_net::close_wait_on_ports(&l.ports)
+}
+
+/// CLOSE_WAIT sockets on `ports` (both address families): sock_diag through `diag` when given
+/// and working, else /proc.
 pub fn close_wait_on_ports(
     diag: Option<&mut sock_diag::DiagSocket>,
     ports: &[u16],

@@ -17,7 +17,7 @@ pub struct DiagSocket {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
-    /// Set when the kernel refused our bytecode (very old kernels lack S_EQ).
+    /// Set when the kernel refused our bytecode (kernels before 4.16 lack S_EQ).
     no_bytecode: bool,
 }
 
@@ -59,11 +59,34 @@ impl DiagSocket {
         })
     }
 
+    /// Turns the in-kernel port filter (bytecode) off or back on; ports are then filtered
+    /// here instead. For benchmarks: the guard itself never turns it off.
+    /// Whether port filtering happens in the kernel (false after the kernel refused it).
+    pub fn kernel_port_filter(&self) -> bool {
+        !self.no_bytecode
+    }
+
+    pub fn set_kernel_port_filter(&mut self, enabled: bool) {
+        self.no_bytecode = !enabled;
+    }
+
     /// TCP sockets in any state of `states` (bit mask of 1 << TCP_state) whose local port is
     /// in `ports`, IPv4 and IPv6.
     pub fn dump(&mut self, states: u32, ports: &[u16]) -> Result<Vec<KernelSocket>, String> {
+        self.dump_families(states, ports, true, true)
+    }
+
+    /// Like `dump`, for the chosen address families only.
+    pub fn dump_families(
+        &mut self,
+        states: u32,
+        ports: &[u16],
+        ipv4: bool,
+        ipv6: bool,
+    ) -> Result<Vec<KernelSocket>, String> {
         let mut out = Vec::new();
-        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let families = [(ipv4, libc::AF_INET as u8), (ipv6, libc::AF_INET6 as u8)];
+        for family in families.iter().filter(|(on, _)| *on).map(|(_, f)| *f) {
             let filter = if self.no_bytecode {
                 None
             } else {
@@ -169,6 +192,10 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        assert!(
+            diag.kernel_port_filter(),
+            "the kernel accepted our port bytecode"
+        );
         // A port nobody uses yields nothing.
         assert!(diag.dump(1 << TCP_CLOSE_WAIT, &[1]).unwrap().is_empty());
         drop(held);

@@ -20,17 +20,6 @@ pub struct ServerInfo {
     pub mpm: String,
 }
 
-/// The listening ports recorded at post_config, for the kernel view.
-pub fn listen_ports(table: &SharedTable) -> Vec<u16> {
-    let h = table.header();
-    let n = h.listen_port_count.load(Relaxed) as usize;
-    h.listen_ports
-        .iter()
-        .take(n)
-        .map(|p| p.load(Relaxed) as u16)
-        .collect()
-}
-
 pub fn build(
     table: Option<&SharedTable>,
     info: &ServerInfo,

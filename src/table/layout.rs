@@ -13,8 +13,10 @@ pub const LAYOUT_VERSION: u32 = 2;
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
 pub const VHOST_NAME_BYTES: usize = 96;
-/// Listening ports remembered for the kernel view.
+/// Listening sockets remembered for the kernel view.
 pub const MAX_LISTEN_PORTS: usize = 32;
+/// In a `listen_ports` entry: the listener is an IPv6 socket (low 16 bits: the port).
+pub const LISTEN_IPV6: u32 = 1 << 16;
 /// Upper bounds (ms) of the CLOSE_WAIT duration histogram; one more bucket holds the rest.
 pub const HISTOGRAM_BOUNDS_MS: [u64; 10] = [
     100, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,

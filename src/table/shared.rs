@@ -161,15 +161,33 @@ impl SharedTable {
         &self.header().counters
     }
 
-    /// The listening ports recorded at post_config (what the kernel view filters on).
-    pub fn listen_ports(&self) -> Vec<u16> {
+    /// The listeners recorded at post_config (what the kernel view filters on).
+    pub fn listeners(&self) -> crate::kernel::Listeners {
         let h = self.header();
         let n = (h.listen_port_count.load(Relaxed) as usize).min(MAX_LISTEN_PORTS);
-        h.listen_ports
-            .iter()
-            .take(n)
-            .map(|p| p.load(Relaxed) as u16)
-            .collect()
+        let mut l = crate::kernel::Listeners::default();
+        for entry in h.listen_ports.iter().take(n).map(|p| p.load(Relaxed)) {
+            let port = (entry & 0xffff) as u16;
+            if !l.ports.contains(&port) {
+                l.ports.push(port);
+            }
+            if entry & LISTEN_IPV6 != 0 {
+                l.ipv6 = true;
+            } else {
+                l.ipv4 = true;
+            }
+        }
+        l
+    }
+
+    /// Parent only (post_config): records the listeners as (port, is IPv6).
+    pub fn set_listeners(&self, listeners: &[(u16, bool)]) {
+        let h = self.header();
+        let n = listeners.len().min(MAX_LISTEN_PORTS);
+        for (slot, (port, ipv6)) in h.listen_ports.iter().zip(&listeners[..n]) {
+            slot.store(*port as u32 | if *ipv6 { LISTEN_IPV6 } else { 0 }, Relaxed);
+        }
+        h.listen_port_count.store(n as u32, Relaxed);
     }
 
     // ---- connection slots -------------------------------------------------------------

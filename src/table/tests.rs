@@ -209,3 +209,16 @@ fn invalid_utf8_from_the_network_is_shown_lossily() {
     slot.write_text(b"GET", b"/\xff\xfe");
     assert_eq!(slot.read_text().1, "/\u{fffd}\u{fffd}");
 }
+
+#[test]
+fn listeners_keep_ports_and_families() {
+    let (_m, t) = region(1, 1);
+    assert_eq!(t.listeners(), crate::kernel::Listeners::default());
+    t.set_listeners(&[(8080, false), (443, true), (8080, true)]);
+    let l = t.listeners();
+    assert_eq!(l.ports, vec![8080, 443]);
+    assert!(l.ipv4 && l.ipv6);
+    t.set_listeners(&[(80, false)]);
+    let l = t.listeners();
+    assert_eq!((l.ports, l.ipv4, l.ipv6), (vec![80], true, false));
+}

@@ -13,7 +13,6 @@ use crate::ffi::{conn, log, server_conf};
 use crate::guard::{Child, GuardThread};
 use crate::messages;
 use crate::runtime;
-use crate::table::layout::MAX_LISTEN_PORTS;
 use crate::table::SharedTable;
 
 const OK: c_int = b::OK;
@@ -108,23 +107,24 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
     h.scan_interval_ms.store(main.scan_interval_ms(), Relaxed);
     h.hung_child_timeout_ms
         .store(main.hung_child_timeout_ms(), Relaxed);
-    let mut ports: Vec<u16> = Vec::new();
+    let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
-    // post_config and not modified while hooks run; we only read ports from it.
+    // post_config and not modified while hooks run; we only read addresses from it.
     unsafe {
         let mut lr = b::ap_listeners;
         while let Some(l) = lr.as_ref() {
-            let port = conn::socket_addr(l.bind_addr).port();
-            if port != 0 && !ports.contains(&port) && ports.len() < MAX_LISTEN_PORTS {
-                ports.push(port);
+            let ipv6 = l
+                .bind_addr
+                .as_ref()
+                .is_some_and(|a| a.family == libc::AF_INET6);
+            let entry = (conn::socket_addr(l.bind_addr).port(), ipv6);
+            if entry.0 != 0 && !listeners.contains(&entry) {
+                listeners.push(entry);
             }
             lr = l.next;
         }
     }
-    for (slot, port) in h.listen_ports.iter().zip(&ports) {
-        slot.store(*port as u32, Relaxed);
-    }
-    h.listen_port_count.store(ports.len() as u32, Relaxed);
+    table.set_listeners(&listeners);
 }
 
 /// Gives every server (main and vhosts) its row, keyed by `ServerName:port` so rows and their
