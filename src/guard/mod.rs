@@ -204,13 +204,17 @@ impl Guard {
 }
 
 fn log_event(log: LogSink, e: &act::Event) {
+    // A connection can be stuck before its first request was read: say so plainly.
+    let request = if e.method.is_empty() && e.path.is_empty() {
+        "- (none read yet)".to_string()
+    } else {
+        format!("{} {}", log_safe(&e.method), log_safe(&e.path))
+    };
     let who = format!(
-        "client {}, vhost {}, pid {}, request {} {}",
+        "client {}, vhost {}, pid {}, request {request}",
         e.client,
         log_safe(&e.vhost),
-        e.pid,
-        log_safe(&e.method),
-        log_safe(&e.path)
+        e.pid
     );
     let secs = e.close_wait_ms as f64 / 1000.0;
     match &e.outcome {

@@ -524,7 +524,8 @@ mod tests {
         let p = page();
         assert!(p.contains(
             "<p class=\"verdict leak\" id=\"close-wait-verdict\">Verdict: <strong>leak</strong> \
-             &mdash; sockets stay in CLOSE_WAIT for 10 s or more: something holds them (a leak); \
+             &mdash; sockets stay in CLOSE_WAIT past their timeout (or 10 s): something holds \
+             them (a leak); \
              the oldest has been in CLOSE_WAIT for 45.5 s.</p>"
         ));
         // Right under the count, above the tables.

@@ -85,13 +85,15 @@ pub enum Verdict {
     /// No socket in CLOSE_WAIT.
     #[default]
     None,
-    /// Some, all younger than `LEAK_AFTER_MS`: clients closing while responses finish.
+    /// Some, none of them overdue: clients closing while responses finish.
     Churn,
-    /// At least one tracked socket has sat in CLOSE_WAIT for `LEAK_AFTER_MS` or more.
+    /// At least one tracked socket has sat in CLOSE_WAIT past its vhost's
+    /// `SocketGuardCloseWaitTimeout` or `LEAK_AFTER_MS`, whichever is shorter.
     Leak,
 }
 
-/// How long a socket may sit in CLOSE_WAIT before the verdict calls it a leak.
+/// How long a socket may sit in CLOSE_WAIT before the verdict calls it a leak, at most (a
+/// vhost's shorter CloseWaitTimeout counts instead: the administrator said what is too long).
 pub const LEAK_AFTER_MS: u64 = 10_000;
 
 impl Verdict {
@@ -109,7 +111,7 @@ impl Verdict {
             Verdict::None => "no socket is in CLOSE_WAIT",
             Verdict::Churn => "sockets pass through CLOSE_WAIT briefly: normal churn",
             Verdict::Leak => {
-                "sockets stay in CLOSE_WAIT for 10 s or more: something holds them (a leak)"
+                "sockets stay in CLOSE_WAIT past their timeout (or 10 s): something holds them (a leak)"
             }
         }
     }

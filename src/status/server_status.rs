@@ -102,8 +102,8 @@ mod tests {
         assert!(out.contains("<dt>Untracked (table full): 13</dt>"));
         assert!(!out.contains("<a "));
         assert!(out.contains(
-            "<dt>CLOSE_WAIT verdict: leak &mdash; sockets stay in CLOSE_WAIT for 10 s or more: \
-             something holds them (a leak)</dt>"
+            "<dt>CLOSE_WAIT verdict: leak &mdash; sockets stay in CLOSE_WAIT past their timeout \
+             (or 10 s): something holds them (a leak)</dt>"
         ));
         let mut s = fixture::snapshot();
         s.kernel.verdict = crate::status::model::Verdict::Churn;

@@ -39,7 +39,7 @@ pub fn build(
         .collect();
     snap.close_wait_histogram.counts = vec![0; HISTOGRAM_BOUNDS_MS.len() + 1];
     let Some(t) = table else {
-        snap.kernel = kernel_view(kernel, &HashMap::new(), &[]);
+        snap.kernel = kernel_view(kernel, &HashMap::new(), &[], false);
         return snap;
     };
     let h = t.header();
@@ -83,6 +83,7 @@ pub fn build(
 
     let mut open_per_pid: HashMap<u32, u64> = HashMap::new();
     let mut inodes: HashMap<u64, usize> = HashMap::new();
+    let mut any_overdue = false;
     for (i, slot) in t.slots().iter().enumerate() {
         if slot.state.load(Relaxed) == ConnState::Free as u32 {
             continue;
@@ -118,10 +119,16 @@ pub fn build(
         if in_close_wait {
             snap.totals.close_wait_now += 1;
         }
+        let mut overdue = false;
         if let Some(row) = vhosts.get_mut(v.vhost as usize) {
-            row.open += 1;
+            // Like the server-wide Open: force-closed connections are counted apart.
+            row.open += (v.state != ConnState::ForceClosed) as u64;
             row.close_wait_now += in_close_wait as u64;
+            let limit = row.close_wait_timeout_ms.min(LEAK_AFTER_MS);
+            overdue =
+                in_close_wait && now_mono_ms.saturating_sub(v.close_wait_since_mono_ms) >= limit;
         }
+        any_overdue |= overdue;
         let (vname, vport) = t.vhost_name(v.vhost);
         let class = in_close_wait.then(|| classify(t, v.owner_pid, now_mono_ms));
         snap.connections.push(ConnRow {
@@ -157,7 +164,7 @@ pub fn build(
     }
     snap.children.sort_by_key(|c| (c.generation, c.pid));
     snap.vhosts = std::mem::take(&mut vhosts);
-    snap.kernel = kernel_view(kernel, &inodes, &snap.connections);
+    snap.kernel = kernel_view(kernel, &inodes, &snap.connections, any_overdue);
     snap.scanner = ScannerInfo {
         pid: h.scanner_pid.load(Relaxed),
         scans: h.scans.load(Relaxed),
@@ -187,10 +194,13 @@ fn classify(t: &SharedTable, pid: u32, now_mono_ms: u64) -> CloseWaitClass {
 
 /// Joins the kernel's CLOSE_WAIT sockets with the tracked connections (by inode) and puts
 /// each in one class. A tracked socket the scanner has not marked yet counts as `stuck`.
+/// `overdue`: some tracked socket has been in CLOSE_WAIT past its vhost's timeout or
+/// `LEAK_AFTER_MS`, whichever is shorter — the verdict is then `leak`.
 fn kernel_view(
     kernel: Result<Vec<KernelSocket>, String>,
     tracked_inodes: &HashMap<u64, usize>,
     rows: &[ConnRow],
+    overdue: bool,
 ) -> KernelView {
     let sockets = match kernel {
         Err(e) => {
@@ -224,7 +234,7 @@ fn kernel_view(
         .filter_map(|r| r.close_wait_ms)
         .max()
         .unwrap_or(0);
-    view.verdict = if view.oldest_close_wait_ms >= LEAK_AFTER_MS {
+    view.verdict = if overdue {
         Verdict::Leak
     } else if sockets.is_empty() && view.oldest_close_wait_ms == 0 {
         Verdict::None
@@ -232,4 +242,133 @@ fn kernel_view(
         Verdict::Churn
     };
     view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::slot::FLAG_FORCE_CLOSED;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[repr(align(64))]
+    #[derive(Clone, Copy)]
+    struct Line([u8; 64]);
+
+    fn table() -> (Vec<Line>, SharedTable) {
+        let size = SharedTable::required_size(8, 2);
+        let mut mem = vec![Line([0; 64]); size / 64];
+        // SAFETY: aligned, sized, kept alive by the caller with the handle.
+        let t = unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, 8, 2, 1) }.unwrap();
+        (mem, t)
+    }
+
+    fn stuck_conn(t: &SharedTable, vhost: u32, inode: u64, since: u64) -> crate::table::SlotHandle {
+        let h = t.claim(7, 0, 0).unwrap();
+        let s = t.owned(h).unwrap();
+        s.set_socket(
+            3,
+            inode,
+            &"10.0.0.1:5000".parse().unwrap(),
+            &"10.0.0.2:80".parse().unwrap(),
+            vhost,
+        );
+        t.set_state(h, ConnState::Handling, 0);
+        t.mark_close_wait(s, since);
+        h
+    }
+
+    fn kernel_socket(inode: u64) -> KernelSocket {
+        KernelSocket {
+            local: "10.0.0.2:80".parse().unwrap(),
+            remote: "10.0.0.1:5000".parse().unwrap(),
+            state: crate::kernel::TCP_CLOSE_WAIT,
+            recv_q: 1,
+            inode,
+            cookie: 0,
+            uid: 33,
+        }
+    }
+
+    #[test]
+    fn verdict_turns_to_leak_at_the_vhost_timeout() {
+        let (_m, t) = table();
+        let v = t.register_vhost("short.test", 80);
+        t.vhost(v)
+            .unwrap()
+            .close_wait_timeout_ms
+            .store(1_000, Relaxed);
+        t.claim_child(7, 0, 1, 1).unwrap();
+        stuck_conn(&t, v, 42, 10_000);
+        let info = ServerInfo::default();
+        let early = build(
+            Some(&t),
+            &info,
+            10_500,
+            Ok(vec![kernel_socket(42), kernel_socket(99)]),
+        );
+        assert_eq!(early.kernel.verdict, Verdict::Churn);
+        assert_eq!(
+            (
+                early.kernel.tracked,
+                early.kernel.untracked,
+                early.kernel.stuck
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(early.connections[0].class, Some(CloseWaitClass::Stuck));
+        assert_eq!(early.connections[0].state, ConnState::CloseWait);
+        let late = build(Some(&t), &info, 11_000, Ok(vec![kernel_socket(42)]));
+        assert_eq!(late.kernel.verdict, Verdict::Leak);
+        assert_eq!(late.kernel.oldest_close_wait_ms, 1_000);
+        let none = build(Some(&t), &info, 11_000, Ok(vec![]));
+        assert_eq!(
+            none.kernel.verdict,
+            Verdict::Leak,
+            "a marked socket counts even if this dump missed it"
+        );
+    }
+
+    #[test]
+    fn force_closed_rows_are_listed_but_not_open() {
+        let (_m, t) = table();
+        let v = t.register_vhost("on.test", 80);
+        let h = stuck_conn(&t, v, 42, 10_000);
+        let s = t.owned(h).unwrap();
+        s.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
+        t.record_close_wait_end(s);
+        let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
+        assert_eq!(snap.connections.len(), 1);
+        assert_eq!(snap.connections[0].state, ConnState::ForceClosed);
+        assert_eq!(snap.totals.open(), 0);
+        assert_eq!(snap.vhosts[0].open, 0);
+        assert_eq!(snap.kernel.verdict, Verdict::None);
+    }
+
+    #[test]
+    fn old_generation_and_hung_owners_are_classified() {
+        let (_m, t) = table();
+        let v = t.register_vhost("x.test", 80);
+        t.vhost(v)
+            .unwrap()
+            .close_wait_timeout_ms
+            .store(30_000, Relaxed);
+        t.header().hung_child_timeout_ms.store(10_000, Relaxed);
+        t.header().generation.store(2, Relaxed);
+        t.claim_child(7, 1, 1, 50_000).unwrap(); // generation 1 < 2, checked in recently
+        stuck_conn(&t, v, 42, 49_000);
+        let snap = build(
+            Some(&t),
+            &ServerInfo::default(),
+            50_000,
+            Ok(vec![kernel_socket(42)]),
+        );
+        assert_eq!(snap.kernel.old_generation, 1);
+        let later = build(
+            Some(&t),
+            &ServerInfo::default(),
+            70_000,
+            Ok(vec![kernel_socket(42)]),
+        );
+        assert_eq!(later.kernel.hung, 1, "no check-in for 20 s > 10 s");
+    }
 }
