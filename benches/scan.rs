@@ -448,9 +448,11 @@ impl Bench {
         for i in 0..WARMUP + scans {
             let start = Instant::now();
             let sockets = match source {
-                Source::Guard | Source::GuardNoFilter => {
-                    kernel::close_wait_on_ports(Some(&mut self.diag), &ports)
-                }
+                // Exactly the guard's call: the listeners are IPv4 (127.0.0.1), so one family.
+                Source::Guard | Source::GuardNoFilter => kernel::close_wait_on(
+                    Some(&mut self.diag),
+                    &kernel::Listeners { ports: ports.to_vec(), ipv4: true, ipv6: false },
+                ),
                 Source::AuditedFilter => self.reference.close_wait(
                     &[libc::AF_INET as u8, libc::AF_INET6 as u8],
                     Some(&bytecode),
