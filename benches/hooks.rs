@@ -11,11 +11,7 @@ use std::time::Instant;
 
 use mod_socket_guard::clock::mono_ms;
 use mod_socket_guard::table::state::ConnState;
-use mod_socket_guard::table::SharedTable;
-
-#[repr(align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
+use mod_socket_guard::table::{HeapTable, SharedTable};
 
 fn one_connection(t: &SharedTable, fd: i32, hint: usize, client: &SocketAddr, local: &SocketAddr) {
     // pre_connection
@@ -42,11 +38,8 @@ fn one_connection(t: &SharedTable, fd: i32, hint: usize, client: &SocketAddr, lo
 
 fn main() {
     let nslots = 4160;
-    let size = SharedTable::required_size(nslots, 48);
-    let mut mem = vec![Line([0; 64]); size / 64];
-    // SAFETY: `mem` is 64-byte aligned, exactly `size` bytes, and outlives every use of `t`.
-    let t = unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, nslots, 48, mono_ms()) }
-        .unwrap();
+    let heap = HeapTable::new(nslots, 48, mono_ms());
+    let t = heap.table();
     t.register_vhost("bench.test", 80);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

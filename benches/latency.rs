@@ -14,112 +14,40 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/common/guard.rs"]
+mod guard;
 
 use std::io::Read;
 use std::net::Shutdown;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Apache, Conn, Mpm, Opts, MODULES_DIR};
+use common::{Conn, Mpm, Opts};
 
 const CLIENTS: usize = 20;
 const TIMEOUT: Duration = Duration::from_secs(1);
 const CGI_SECS: u32 = 30;
 
-/// Sleeps SLEEP seconds in 1 s steps and prints nothing until the end, so nothing reaches the
-/// client while it runs; exits early when the server is gone or @STOP@ exists.
-const SLOW_CGI: &str = r#"#!/bin/sh
-stop="@STOP@"
-secs=${QUERY_STRING#SLEEP=}
-case "$secs" in "" | *[!0-9]*) secs=5 ;; esac
-[ "${#secs}" -gt 2 ] && secs=60
-parent=$PPID
-while [ "$secs" -gt 0 ]; do
-    sleep 1
-    kill -0 "$parent" 2>/dev/null || exit 0
-    [ -e "$stop" ] && exit 0
-    secs=$((secs - 1))
-done
-printf 'Content-Type: text/plain\r\n\r\nslow: done\n'
-"#;
-
-/// The server plus its slow CGI; dropping it lets the CGIs exit first, so that the threaded
-/// MPM's handlers return before the harness stops the server (which it also does on panic).
-struct Server {
-    apache: Apache,
-}
-
-impl Server {
-    fn start(interval: &str) -> Server {
-        let opts = Opts::new(Mpm::Event)
-            .extra_ports(1)
-            .tuning(
-                "StartServers 2\nServerLimit 4\nThreadLimit 32\nThreadsPerChild 32\n\
-                 MinSpareThreads 8\nMaxSpareThreads 128\nMaxRequestWorkers 128\n",
-            )
-            .global(&format!(
-                "LoadModule cgid_module {MODULES_DIR}/mod_cgid.so\n\
-                 ScriptSock \"@DIR@/run/cgisock\"\n\
-                 ScriptAlias /cgi-bin/ \"@DIR@/cgi-bin/\"\n\
-                 <Directory \"@DIR@/cgi-bin\">\n    Require all granted\n</Directory>\n\
-                 SocketGuardScanInterval {interval}\n"
-            ))
-            .vhosts(&format!(
-                "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName on.test\n    \
-                 SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout {}ms\n</VirtualHost>\n",
-                TIMEOUT.as_millis()
-            ));
-        let apache = Apache::start(opts);
-        let dir = apache.dir.path.join("cgi-bin");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let script = dir.join("slow");
-        let stop = apache.dir.path.join("cgi-stop");
-        std::fs::write(
-            &script,
-            SLOW_CGI.replace("@STOP@", &stop.display().to_string()),
+/// The event-MPM server with the tests' slow CGI (tests/common/guard.rs: it prints nothing
+/// until the end and stops early when released) and one AutoClose On vhost.
+fn start_server(interval: &str) -> guard::CgiServer {
+    let opts = Opts::new(Mpm::Event)
+        .extra_ports(1)
+        .tuning(
+            "StartServers 2\nServerLimit 4\nThreadLimit 32\nThreadsPerChild 32\n\
+             MinSpareThreads 8\nMaxSpareThreads 128\nMaxRequestWorkers 128\n",
         )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let server = Server { apache };
-        let r = server.apache.get("/cgi-bin/slow?SLEEP=0");
-        assert_eq!(
-            r.status,
-            200,
-            "the slow CGI does not run: {}\n{}",
-            r.text(),
-            server.apache.error_log_tail(20)
-        );
-        server
-    }
-
-    /// Processes running in the cgi-bin directory (the CGIs).
-    fn running_cgis(&self) -> usize {
-        let dir = self.apache.dir.path.join("cgi-bin");
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
-        rd.flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                    && std::fs::read_link(e.path().join("cwd")).is_ok_and(|p| p == dir)
-            })
-            .count()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.apache.dir.path.join("cgi-stop"), b"");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while self.running_cgis() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // `apache` is dropped next: the harness stops the server.
-    }
+        // The last SocketGuardScanInterval wins over cgi_global's 200 ms.
+        .global(&format!(
+            "{}SocketGuardScanInterval {interval}\n",
+            guard::cgi_global(Mpm::Event)
+        ))
+        .vhosts(&format!(
+            "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName on.test\n    \
+             SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout {}ms\n</VirtualHost>\n",
+            TIMEOUT.as_millis()
+        ));
+    guard::start_with_cgi(opts)
 }
 
 struct Outcome {
@@ -130,8 +58,8 @@ struct Outcome {
 }
 
 fn run(interval_text: &str, interval: Duration) -> Outcome {
-    let server = Server::start(interval_text);
-    let port = server.apache.extra_port(1);
+    let server = start_server(interval_text);
+    let port = server.extra_port(1);
     let mut conns: Vec<Conn> = (0..CLIENTS)
         .map(|i| Conn::connect(port).unwrap_or_else(|e| panic!("connect #{i}: {e}")))
         .collect();
@@ -153,7 +81,7 @@ fn run(interval_text: &str, interval: Duration) -> Outcome {
             Instant::now() < deadline,
             "only {} of {CLIENTS} CGIs running after 20s\n{}",
             server.running_cgis(),
-            server.apache.error_log_tail(20)
+            server.error_log_tail(20)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -195,13 +123,10 @@ fn run(interval_text: &str, interval: Duration) -> Outcome {
             Err(_) => failures.push("client thread panicked".into()),
         }
     }
-    let s = server.apache.status_auto();
+    let s = server.status_auto();
     let force_closed = s.num("ForceClosedGuard");
     if !failures.is_empty() {
-        eprintln!(
-            "--- error.log tail ---\n{}",
-            server.apache.error_log_tail(30)
-        );
+        eprintln!("--- error.log tail ---\n{}", server.error_log_tail(30));
     }
     latencies_ms.sort_by(|a, b| a.total_cmp(b));
     Outcome {

@@ -40,7 +40,7 @@ use mod_socket_guard::kernel::{
     self, diag_msg, sock_diag::DiagSocket, KernelSocket, TCP_CLOSE_WAIT,
 };
 use mod_socket_guard::table::state::ConnState;
-use mod_socket_guard::table::SharedTable;
+use mod_socket_guard::table::{HeapTable, SharedTable};
 
 const HEALTHY_STEPS: [usize; 3] = [2_500, 5_000, 10_000];
 const CLOSE_WAIT: usize = 1_000;
@@ -49,11 +49,6 @@ const SCANS: usize = 200;
 /// /proc/net/tcp takes tens of ms per read with 20,000 sockets: fewer rounds for it.
 const PROC_SCANS: usize = 40;
 const WARMUP: usize = 10;
-
-#[repr(align(64))]
-#[derive(Clone, Copy)]
-#[allow(dead_code)]
-struct Line([u8; 64]);
 
 /// Raises RLIMIT_NOFILE to `want` (hard limit too if permitted); returns the soft limit we got.
 fn raise_nofile(want: u64) -> u64 {
@@ -272,30 +267,6 @@ fn await_close_wait(diag: &mut DiagSocket, port: u16, n: usize) {
     }
 }
 
-/// `sport ∈ ports` as bytecode the kernel's audit accepts (the layout `ss` emits for
-/// `sport = :A or sport = :B ...`): each `S_EQ` falls through on a match (yes = 8) to a `JMP`
-/// to the end (accept) and skips on a miss (no = 12) to the next test; a miss on the last one
-/// lands 4 bytes past the end (reject). inet_diag_bc_audit() requires every `no` target to be
-/// on the chain of `yes` links, which `diag_msg::port_filter`'s layout (yes = jump to the end)
-/// is not: the kernel answers EINVAL and `DiagSocket` falls back to filtering in user space.
-fn audited_port_filter(ports: &[u16]) -> Vec<u8> {
-    const BC_JMP: u8 = 1;
-    const BC_S_EQ: u8 = 11;
-    let n = ports.len();
-    let mut bc = Vec::with_capacity(12 * n);
-    for (i, port) in ports.iter().enumerate() {
-        bc.extend_from_slice(&[BC_S_EQ, 8]);
-        bc.extend_from_slice(&12u16.to_ne_bytes());
-        bc.extend_from_slice(&[0, 0]);
-        bc.extend_from_slice(&port.to_ne_bytes());
-        if i + 1 < n {
-            bc.extend_from_slice(&[BC_JMP, 4]);
-            bc.extend_from_slice(&((12 * (n - 1 - i)) as u16).to_ne_bytes());
-        }
-    }
-    bc
-}
-
 /// Reference only: sock_diag dumps of chosen families with chosen bytecode, built from the
 /// same request/parse code as `DiagSocket`.
 struct RefDump {
@@ -429,7 +400,7 @@ impl Bench {
     /// Times scans of our port from `source` as the guard does them (dump, then apply).
     fn measure(&mut self, scenario: &str, healthy: usize, source: Source, expect: usize) {
         let ports = [self.port];
-        let bytecode = audited_port_filter(&ports);
+        let bytecode = kernel::diag_msg::port_filter(&ports).expect("ports to filter");
         self.diag.set_kernel_port_filter(source == Source::Guard);
         if matches!(source, Source::Guard | Source::GuardNoFilter) {
             // close_wait_on_ports falls back to /proc silently: make sure sock_diag works.
@@ -451,7 +422,11 @@ impl Bench {
                 // Exactly the guard's call: the listeners are IPv4 (127.0.0.1), so one family.
                 Source::Guard | Source::GuardNoFilter => kernel::close_wait_on(
                     Some(&mut self.diag),
-                    &kernel::Listeners { ports: ports.to_vec(), ipv4: true, ipv6: false },
+                    &kernel::Listeners {
+                        ports: ports.to_vec(),
+                        ipv4: true,
+                        ipv6: false,
+                    },
                 ),
                 Source::AuditedFilter => self.reference.close_wait(
                     &[libc::AF_INET as u8, libc::AF_INET6 as u8],
@@ -543,13 +518,8 @@ fn main() {
         eprintln!("scan bench: RLIMIT_NOFILE is {fds}: connection counts scaled by {scale:.2}");
     }
 
-    let size = SharedTable::required_size(SLOTS, 64);
-    let mut mem = vec![Line([0; 64]); size.div_ceil(64)];
-    // SAFETY: `mem` is 64-byte aligned, at least `size` bytes, and outlives every use of the
-    // table (`bench` is dropped first).
-    let table =
-        unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, SLOTS, 64, mono_ms()) }
-            .unwrap();
+    let heap = HeapTable::new(SLOTS, 64, mono_ms());
+    let table = heap.table();
     table.register_vhost("bench.test", 80);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -583,7 +553,7 @@ fn main() {
         Ok(_) => "accepted".to_string(),
         Err(e) => format!("REFUSED ({e}): DiagSocket filters ports in user space"),
     };
-    let audited = audited_port_filter(&[port, 1, 2]);
+    let audited = kernel::diag_msg::port_filter(&[port, 1, 2]).expect("ports to filter");
     let ok = bench
         .reference
         .close_wait(&[libc::AF_INET as u8], Some(&audited), &[port])
@@ -666,5 +636,5 @@ fn main() {
     holder.stop();
     drop(servers);
     drop(bench);
-    drop(mem);
+    drop(heap);
 }

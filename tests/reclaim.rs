@@ -73,6 +73,8 @@ fn dead_child_slots_reclaimed(mpm: Mpm) {
     );
 
     let killed_at = std::time::Instant::now();
+    // SAFETY: kill(2) has no memory effects; `victim` was just checked to be a child of the
+    // server this test started.
     let rc = unsafe { libc::kill(victim, libc::SIGKILL) };
     assert_eq!(rc, 0, "kill -9 {victim}");
     // Wait until it is really dead: a dying process can still accept a connection and then

@@ -133,16 +133,10 @@ mod tests {
     use super::*;
     use crate::table::SlotHandle;
 
-    #[repr(align(64))]
-    #[derive(Clone, Copy)]
-    struct Line([u8; 64]);
-
-    fn table() -> (Vec<Line>, SharedTable) {
-        let size = SharedTable::required_size(8, 2);
-        let mut mem = vec![Line([0; 64]); size / 64];
-        // SAFETY: aligned, sized, kept alive by the caller with the handle.
-        let t = unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, 8, 2, 1) }.unwrap();
-        (mem, t)
+    fn table() -> (crate::table::HeapTable, SharedTable) {
+        let heap = crate::table::HeapTable::new(8, 2, 1);
+        let t = heap.table();
+        (heap, t)
     }
 
     #[derive(Default)]

@@ -5,19 +5,10 @@ use super::*;
 use crate::table::state::ConnState;
 
 /// A heap buffer standing in for the shared segment (64-byte aligned, zeroed).
-#[repr(align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
-
-fn region(nslots: usize, nchildren: usize) -> (Vec<Line>, SharedTable) {
-    let size = SharedTable::required_size(nslots, nchildren);
-    let mut mem = vec![Line([0; 64]); size / 64];
-    // SAFETY: `mem` is 64-byte aligned (Line's alignment), exactly `size` bytes, and the
-    // caller keeps the Vec alive for as long as it uses the handle.
-    let t =
-        unsafe { SharedTable::init(mem.as_mut_ptr() as *mut u8, size, nslots, nchildren, 1_000) }
-            .expect("init");
-    (mem, t)
+fn region(nslots: usize, nchildren: usize) -> (HeapTable, SharedTable) {
+    let heap = HeapTable::new(nslots, nchildren, 1_000);
+    let t = heap.table();
+    (heap, t)
 }
 
 #[test]
@@ -45,16 +36,16 @@ fn claim_fill_and_release() {
 #[test]
 fn attach_validates_layout() {
     let (mut m, t) = region(8, 2);
-    let len = m.len() * 64;
+    let (base, len) = m.base_and_len();
     // SAFETY: same memory as `t`, still alive.
-    let again = unsafe { SharedTable::attach(m.as_mut_ptr() as *mut u8, len) }.unwrap();
+    let again = unsafe { SharedTable::attach(base, len) }.unwrap();
     assert_eq!(again.nslots(), 8);
     t.header().layout_version.store(999, Relaxed);
     // SAFETY: as above.
-    let bad = unsafe { SharedTable::attach(m.as_mut_ptr() as *mut u8, len) };
+    let bad = unsafe { SharedTable::attach(base, len) };
     assert_eq!(bad.unwrap_err(), TableError::Incompatible);
     // SAFETY: as above; a too-short length must be refused, not read past.
-    let short = unsafe { SharedTable::init(m.as_mut_ptr() as *mut u8, 64, 8, 2, 0) };
+    let short = unsafe { SharedTable::init(base, 64, 8, 2, 0) };
     assert!(matches!(short, Err(TableError::TooSmall { .. })));
 }
 

@@ -348,6 +348,7 @@ pub fn render_config(dir: &Path, opts: &Opts, ports: &[u16]) -> String {
 }
 
 fn nix_euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() }
 }
 
@@ -442,6 +443,8 @@ impl Apache {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        // SAFETY: the pre_exec closure only calls prctl(2), which is async-signal-safe, as
+        // required between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
                 // Safety net only: stop the server if the thread that started it dies.
@@ -646,6 +649,7 @@ impl Apache {
     /// SIGUSR1 to the parent; waits until `RestartGeneration:` increases. Returns the new value.
     pub fn graceful_restart(&self) -> u64 {
         let before = self.status_auto().num("RestartGeneration");
+        // SAFETY: kill(2) on the Apache parent this harness started; no memory effects.
         let rc = unsafe { libc::kill(self.pid, libc::SIGUSR1) };
         assert_eq!(rc, 0, "kill(SIGUSR1, {}) failed", self.pid);
         let s = self.wait_status(
@@ -753,6 +757,7 @@ impl Apache {
             return;
         };
         let pid = self.pid;
+        // SAFETY: kill(2) on the Apache parent this harness started; no memory effects.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
@@ -760,6 +765,8 @@ impl Apache {
         // while we clean up any stragglers in the group.
         let deadline = Instant::now() + STOP_DEADLINE;
         loop {
+            // SAFETY: siginfo_t is plain data for which all-zero is valid; waitid writes into our
+            // local `info`; si_pid() reads a field waitid filled for an exited child.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             let rc = unsafe {
                 libc::waitid(
@@ -779,6 +786,8 @@ impl Apache {
             std::thread::sleep(Duration::from_millis(20));
         }
         // The group leader is not reaped yet, so -pid is still our group.
+        // SAFETY: kill(2) on our own process group (the parent is not reaped yet, so the group
+        // id cannot have been reused); no memory effects.
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
