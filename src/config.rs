@@ -146,7 +146,12 @@ pub fn parse_bounded_duration(
     min_ms: u64,
     max_ms: u64,
 ) -> Result<u64, String> {
-    let range = format!("from {} to {}", fmt_ms(min_ms), fmt_ms(max_ms));
+    // The one-day ceiling is only a sanity cap; "1440m" would read like a recommendation.
+    let range = if max_ms >= MAX_DURATION_MS {
+        format!("at least {} (at most one day)", fmt_ms(min_ms))
+    } else {
+        format!("from {} to {}", fmt_ms(min_ms), fmt_ms(max_ms))
+    };
     match parse_duration_ms(value) {
         Some(ms) if (min_ms..=max_ms).contains(&ms) => Ok(ms),
         Some(_) => Err(format!(
@@ -261,7 +266,8 @@ mod tests {
             "{e}"
         );
         let e = parse_close_wait_timeout("50ms").unwrap_err();
-        assert!(e.contains("out of range") && e.contains("100ms"), "{e}");
+        assert!(e.contains("out of range") && e.contains("at least 100ms (at most one day)"), "{e}");
+        assert!(parse_close_wait_timeout("1441m").is_err());
         assert_eq!(parse_close_wait_timeout("100ms"), Ok(100));
     }
 
