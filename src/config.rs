@@ -266,7 +266,10 @@ mod tests {
             "{e}"
         );
         let e = parse_close_wait_timeout("50ms").unwrap_err();
-        assert!(e.contains("out of range") && e.contains("at least 100ms (at most one day)"), "{e}");
+        assert!(
+            e.contains("out of range") && e.contains("at least 100ms (at most one day)"),
+            "{e}"
+        );
         assert!(parse_close_wait_timeout("1441m").is_err());
         assert_eq!(parse_close_wait_timeout("100ms"), Ok(100));
     }

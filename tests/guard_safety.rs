@@ -26,8 +26,8 @@ const MIN_DOWNLOAD: Duration = Duration::from_millis(3500);
 /// A connection to 127.0.0.1:`port` whose receive buffer is small (set before connect, so the
 /// window stays small), so the server really waits on a slow reader.
 fn small_window_stream(port: u16, rcvbuf: i32) -> TcpStream {
-// SAFETY: a fresh socket we own; setsockopt reads a valid local int; the fd is handed to
-// TcpStream (which then owns and closes it) only after connect succeeds.
+    // SAFETY: a fresh socket we own; setsockopt reads a valid local int; the fd is handed to
+    // TcpStream (which then owns and closes it) only after connect succeeds.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());

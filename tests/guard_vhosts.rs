@@ -256,8 +256,8 @@ struct StoppedThread {
 
 impl StoppedThread {
     fn stop(tid: i32) -> Result<StoppedThread, String> {
-// SAFETY: ptrace/waitpid on a thread of our own test server (root in CI); no memory of ours
-// is passed except `status`, a valid local.
+        // SAFETY: ptrace/waitpid on a thread of our own test server (root in CI); no memory of ours
+        // is passed except `status`, a valid local.
         unsafe {
             if libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) != 0 {
                 return Err(format!(
@@ -284,7 +284,7 @@ impl StoppedThread {
 
 impl Drop for StoppedThread {
     fn drop(&mut self) {
-// SAFETY: detaching a thread this value seized; no pointers involved.
+        // SAFETY: detaching a thread this value seized; no pointers involved.
         unsafe {
             libc::ptrace(libc::PTRACE_DETACH, self.tid, 0usize, 0usize);
         }
