@@ -58,6 +58,9 @@ pub fn act_on_own(
         if slot.owner_pid.load(Relaxed) != pid {
             continue;
         }
+        // Another thread of this child may end the connection and claim the slot for a new
+        // one while we look: everything below must describe one claim (checked after `view`).
+        let tag = slot.tag.load(Acquire);
         let since = slot.close_wait_since_mono_ms.load(Acquire);
         let state = ConnState::from_u32(slot.state.load(Acquire));
         if since == 0 || !state.is_open() {
@@ -82,6 +85,9 @@ pub fn act_on_own(
             continue;
         }
         let view = slot.view(i);
+        if slot.tag.load(Acquire) != tag || view.close_wait_since_mono_ms != since {
+            continue;
+        }
         let (vname, vport) = table.vhost_name(view.vhost);
         let mut event = Event {
             outcome: Outcome::Reported,
