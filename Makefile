@@ -101,9 +101,12 @@ install: build
 	fi
 
 bench: build
+	@command -v valgrind >/dev/null 2>&1 || { echo "bench: installing valgrind (instruction counts)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	$(CARGO) bench --bench hooks
 	$(CARGO) bench --bench scan
 	$(CARGO) bench --bench latency
+	bench/instructions.sh
 	bench/run.sh
 
 clean:

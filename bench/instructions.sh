@@ -18,7 +18,9 @@ SO=$(cd "$(dirname "$SO")" && pwd)/$(basename "$SO")
 N1=${N1:-500}
 N2=${N2:-2500}
 MODULES_DIR=${APACHE_MODULES_DIR:-/usr/lib/apache2/modules}
-command -v valgrind >/dev/null || { echo "instructions: valgrind not installed (apt-get install valgrind)" >&2; exit 1; }
+for c in valgrind callgrind_annotate ab curl runuser; do
+    command -v "$c" >/dev/null || { echo "instructions: $c not found (apt-get install valgrind apache2-utils curl)" >&2; exit 1; }
+done
 
 WORK=$(mktemp -d /tmp/sg-instr.XXXXXX)
 chmod 0777 "$WORK"
@@ -36,7 +38,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18090)
+# A free port: bind-test a few random high ports with bash's /dev/tcp (nothing listening = free).
+port=
+for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+done
+[[ -n $port ]] || { echo "instructions: no free port found" >&2; exit 1; }
 
 write_conf() { # write_conf NAME WITH_MODULE
     {
@@ -88,4 +96,4 @@ wo=${per_conn[without]}
 w=${per_conn[with]}
 printf '\nuser-space instructions per connection (1 request each, KeepAlive Off), callgrind:\n'
 printf '  without module: %d\n  with module:    %d\n  added:          %d (%.1f%% of Apache'"'"'s user-space instructions)\n' \
-    "$wo" "$w" "$((w - wo))" "$(echo "scale=3; ($w - $wo) * 100 / $wo" | bc)"
+    "$wo" "$w" "$((w - wo))" "$(awk -v a="$w" -v b="$wo" 'BEGIN { printf "%.1f", (a - b) * 100 / b }')"
