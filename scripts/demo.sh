@@ -162,7 +162,7 @@ kernel_view
 status_view
 echo "  error log ($LOG), SG0015 lines:"
 tail -c +"$((log_start + 1))" "$LOG" 2>/dev/null | grep 'SG0015' | sed 's/^/    /' || echo "    (none)"
-echo "  -> $ON_HOST (AutoClose On): closed after its ${SHOP_TIMEOUT} timeout with shutdown(); the clients got a FIN, the sockets left CLOSE_WAIT (Open counts them until the handler returns)"
+echo "  -> $ON_HOST (AutoClose On): closed after its ${SHOP_TIMEOUT} timeout with shutdown(); the clients got a FIN, the sockets left CLOSE_WAIT (listed as force_closed until the handler returns, not counted as open)"
 echo "  -> $OFF_HOST (AutoClose Off): still in CLOSE_WAIT, shown as stuck (tracked, not closed) until its CGI ends (~${SLEEP}s)"
 echo "  (this script's own /socket-status requests land on $OFF_HOST, the default vhost: they are in its Accepted and Open)"
 

@@ -111,7 +111,7 @@ pub fn build(
         {
             *n += 1;
         }
-        *open_per_pid.entry(v.owner_pid).or_default() += 1;
+        *open_per_pid.entry(v.owner_pid).or_default() += (v.state != ConnState::ForceClosed) as u64;
         if v.inode != 0 {
             inodes.insert(v.inode, snap.connections.len());
         }
@@ -326,6 +326,7 @@ mod tests {
     fn force_closed_rows_are_listed_but_not_open() {
         let (_m, t) = table();
         let v = t.register_vhost("on.test", 80);
+        t.claim_child(7, 0, 1, 1).unwrap();
         let h = stuck_conn(&t, v, 42, 10_000);
         let s = t.owned(h).unwrap();
         s.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
@@ -335,6 +336,11 @@ mod tests {
         assert_eq!(snap.connections[0].state, ConnState::ForceClosed);
         assert_eq!(snap.totals.open(), 0);
         assert_eq!(snap.vhosts[0].open, 0);
+        assert!(
+            snap.children.iter().all(|c| c.open == 0),
+            "{:?}",
+            snap.children
+        );
         assert_eq!(snap.kernel.verdict, Verdict::None);
     }
 
