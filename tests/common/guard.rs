@@ -20,8 +20,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(1);
 pub const TOLERANCE: Duration = Duration::from_secs(1);
 
 /// `/cgi-bin/slow?SLEEP=N`: sleeps N seconds (0..=60) in 1 s steps, giving up early when the
-/// process that started it is gone or the test released it (@STOP@ exists), and prints its
-/// headers only at the end, so nothing reaches the client while it runs.
+/// test's Apache is gone (@APACHE_PID@, the parent process: it stays the same across graceful
+/// restarts, unlike mod_cgid's daemon, which is the CGI's own parent and is replaced at every
+/// restart) or the test released it (@STOP@ exists), and prints its headers only at the end,
+/// so nothing reaches the client while it runs. /proc is checked rather than `kill -0`, which
+/// a www-data CGI may not send to a root-owned parent.
 const SLOW_CGI: &str = r#"#!/bin/sh
 stop="@STOP@"
 secs=5
@@ -38,11 +41,11 @@ esac
 [ "${#secs}" -gt 2 ] && secs=60
 secs=$((secs + 0))
 [ "$secs" -gt 60 ] && secs=60
-parent=$PPID
+server=@APACHE_PID@
 left=$secs
 while [ "$left" -gt 0 ]; do
     sleep 1
-    kill -0 "$parent" 2>/dev/null || exit 0
+    [ -d "/proc/$server" ] || exit 0
     [ -e "$stop" ] && exit 0
     left=$((left - 1))
 done
@@ -160,7 +163,9 @@ pub fn start_with_cgi(opts: Opts) -> CgiServer {
     let stop = server.dir.path.join("cgi-stop");
     std::fs::write(
         &script,
-        SLOW_CGI.replace("@STOP@", &stop.display().to_string()),
+        SLOW_CGI
+            .replace("@STOP@", &stop.display().to_string())
+            .replace("@APACHE_PID@", &server.pid().to_string()),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
