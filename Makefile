@@ -107,6 +107,7 @@ bench: build
 	$(CARGO) bench --bench scan
 	$(CARGO) bench --bench latency
 	bench/instructions.sh
+	KEEPALIVE=1 bench/instructions.sh
 	bench/run.sh
 
 clean:

@@ -9,7 +9,10 @@
 # start-up and shutdown. Kernel time (the TCP stack) is not counted by callgrind, so the
 # instruction ratio overstates the module's share of real CPU time.
 #
-# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500). Needs valgrind (Debian package).
+# KEEPALIVE=1 measures the other path instead: all requests on one keep-alive connection
+# (ab -k), i.e. the per-request hooks only.
+#
+# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500), KEEPALIVE (0). Needs valgrind.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +21,10 @@ SO=$(cd "$(dirname "$SO")" && pwd)/$(basename "$SO")
 N1=${N1:-500}
 N2=${N2:-2500}
 MODULES_DIR=${APACHE_MODULES_DIR:-/usr/lib/apache2/modules}
+KEEPALIVE=${KEEPALIVE:-0}
+if [[ $KEEPALIVE == 1 ]]; then KA_CONF="KeepAlive On
+MaxKeepAliveRequests 0"; AB_K=(-k); WHAT="request, all on one keep-alive connection"; else
+    KA_CONF="KeepAlive Off"; AB_K=(); WHAT="connection (1 request each, KeepAlive Off)"; fi
 for c in valgrind callgrind_annotate ab curl runuser; do
     command -v "$c" >/dev/null || { echo "instructions: $c not found (apt-get install valgrind apache2-utils curl)" >&2; exit 1; }
 done
@@ -63,7 +70,7 @@ write_conf() { # write_conf NAME WITH_MODULE
         echo "ErrorLog $WORK/$1.error.log"
         echo "LogLevel warn"
         echo "DocumentRoot $WORK/htdocs"
-        echo "KeepAlive Off"
+        echo "$KA_CONF"
     } >"$WORK/$1.conf"
 }
 
@@ -77,7 +84,7 @@ count() { # count NAME N -> total instructions
         curl -s -o /dev/null "http://127.0.0.1:$port/index.html" && break
         sleep 0.2
     done
-    ab -q -n "$n" -c 1 "http://127.0.0.1:$port/index.html" >/dev/null 2>&1
+    ab -q "${AB_K[@]}" -n "$n" -c 1 "http://127.0.0.1:$port/index.html" >/dev/null 2>&1
     kill -TERM "$(cat "$WORK/run/$name.pid")"
     wait "$VG_PID" || true
     VG_PID=
@@ -94,6 +101,6 @@ for name in without with; do
 done
 wo=${per_conn[without]}
 w=${per_conn[with]}
-printf '\nuser-space instructions per connection (1 request each, KeepAlive Off), callgrind:\n'
+printf '\nuser-space instructions per %s, callgrind:\n' "$WHAT"
 printf '  without module: %d\n  with module:    %d\n  added:          %d (%.1f%% of Apache'"'"'s user-space instructions)\n' \
     "$wo" "$w" "$((w - wo))" "$(awk -v a="$w" -v b="$wo" 'BEGIN { printf "%.1f", (a - b) * 100 / b }')"
