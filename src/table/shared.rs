@@ -130,10 +130,6 @@ impl SharedTable {
         Ok(SharedTable { base, layout })
     }
 
-    pub fn base_ptr(&self) -> *mut u8 {
-        self.base.as_ptr()
-    }
-
     fn part<T>(&self, offset: usize, count: usize) -> &[T] {
         // SAFETY: `check` verified the segment covers `layout.total_size` bytes, every part's
         // offset/count comes from that layout, offsets are 64-byte aligned, and all types in
