@@ -1,6 +1,10 @@
-//! A child whose guard stops checking in (here: SIGSTOP, as a deadlock or D-state would) is
-//! shown as hung after SocketGuardHungChildTimeout, and the CLOSE_WAIT sockets it holds are
-//! classed `hung` (the parent-rescue class), not `stuck`.
+//! A child whose guard stops checking in (here: its `socket-guard` thread held in ptrace-stop,
+//! as a deadlock would) is shown as hung after SocketGuardHungChildTimeout, and the CLOSE_WAIT
+//! sockets it holds are classed `hung` (the parent-rescue class), not `stuck`.
+//!
+//! Only the guard thread is stopped: SIGSTOP on the whole child would also stop its accepting
+//! (event MPM: the kernel can hand a new connection to the stopped child's listener, and the
+//! test's own status request would hang). Needs root or CAP_SYS_PTRACE, as CI has.
 
 mod common;
 #[path = "common/guard.rs"]
@@ -9,28 +13,6 @@ mod guard;
 use common::{json, Mpm};
 use guard::*;
 use std::time::Duration;
-
-/// SIGSTOPs a process of our test server; SIGCONT when dropped, so the server can always stop.
-struct Stopped(i32);
-
-impl Stopped {
-    fn new(pid: i32) -> Stopped {
-        // SAFETY: kill(2) on a child of the server this test started; no memory effects.
-        assert_eq!(
-            unsafe { libc::kill(pid, libc::SIGSTOP) },
-            0,
-            "SIGSTOP {pid}"
-        );
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
 
 fn hung_child_is_shown(mpm: Mpm) {
     let opts = opts_with_cgi(mpm, 6)
@@ -68,7 +50,10 @@ fn hung_child_is_shown(mpm: Mpm) {
         "{owner} is a child of our server"
     );
 
-    let _stopped = Stopped::new(owner);
+    let guard_tid = *threads_named(owner, "socket-guard")
+        .first()
+        .unwrap_or_else(|| panic!("no socket-guard thread in {owner}"));
+    let _stopped = StoppedThread::stop(guard_tid).unwrap_or_else(|e| panic!("{e}"));
     // Another child answers the status page; the stopped one's check-ins age past 1 s.
     let s = server.wait_status(
         Duration::from_secs(10),
@@ -99,14 +84,4 @@ fn hung_child_is_shown(mpm: Mpm) {
     );
 }
 
-// Prefork serves the status page from another process; event too (another child, or the
-// listener of a running one). Worker is the same as event here.
-#[test]
-fn hung_child_is_shown_prefork() {
-    hung_child_is_shown(Mpm::Prefork);
-}
-
-#[test]
-fn hung_child_is_shown_event() {
-    hung_child_is_shown(Mpm::Event);
-}
+mpm_tests!(hung_child_is_shown);

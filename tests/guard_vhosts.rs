@@ -248,49 +248,6 @@ fn thread_blocked_on(pid: i32, fd: i32) -> Option<i32> {
     None
 }
 
-/// A thread held in ptrace-stop; dropping detaches it (it resumes where it was, its
-/// interrupted system call restarted).
-struct StoppedThread {
-    tid: i32,
-}
-
-impl StoppedThread {
-    fn stop(tid: i32) -> Result<StoppedThread, String> {
-        // SAFETY: ptrace/waitpid on a thread of our own test server (root in CI); no memory of ours
-        // is passed except `status`, a valid local.
-        unsafe {
-            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) != 0 {
-                return Err(format!(
-                    "PTRACE_SEIZE {tid}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            let st = StoppedThread { tid };
-            if libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) != 0 {
-                return Err(format!(
-                    "PTRACE_INTERRUPT {tid}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            let mut status = 0;
-            let r = libc::waitpid(tid, &mut status, libc::__WALL);
-            if r != tid || !libc::WIFSTOPPED(status) {
-                return Err(format!("waitpid {tid}: {r} status {status:#x}"));
-            }
-            Ok(st)
-        }
-    }
-}
-
-impl Drop for StoppedThread {
-    fn drop(&mut self) {
-        // SAFETY: detaching a thread this value seized; no pointers involved.
-        unsafe {
-            libc::ptrace(libc::PTRACE_DETACH, self.tid, 0usize, 0usize);
-        }
-    }
-}
-
 /// first.test (On) and named.test (Off) share an IP:port. A client sends a request line and a
 /// `Host: named.test` header but never finishes the headers, then gives up: the request has
 /// not been read, so the connection is first.test's (where it arrived) and is closed.

@@ -464,3 +464,65 @@ pub fn assert_one_line_per_client(lines: &[String], ports: &[u16], what: &str, l
         lines.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Threads
+// ---------------------------------------------------------------------------------------------
+
+/// Thread ids of `pid` whose name (comm) is `name`.
+pub fn threads_named(pid: i32, name: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse::<i32>().ok()))
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .map(|c| c.trim() == name)
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A thread held in ptrace-stop; dropping detaches it (it resumes where it was, its
+/// interrupted system call restarted).
+pub struct StoppedThread {
+    tid: i32,
+}
+
+impl StoppedThread {
+    pub fn stop(tid: i32) -> Result<StoppedThread, String> {
+        // SAFETY: ptrace/waitpid on a thread of our own test server (root in CI); no memory of ours
+        // is passed except `status`, a valid local.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) != 0 {
+                return Err(format!(
+                    "PTRACE_SEIZE {tid}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let st = StoppedThread { tid };
+            if libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) != 0 {
+                return Err(format!(
+                    "PTRACE_INTERRUPT {tid}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let mut status = 0;
+            let r = libc::waitpid(tid, &mut status, libc::__WALL);
+            if r != tid || !libc::WIFSTOPPED(status) {
+                return Err(format!("waitpid {tid}: {r} status {status:#x}"));
+            }
+            Ok(st)
+        }
+    }
+}
+
+impl Drop for StoppedThread {
+    fn drop(&mut self) {
+        // SAFETY: detaching a thread this value seized; no pointers involved.
+        unsafe {
+            libc::ptrace(libc::PTRACE_DETACH, self.tid, 0usize, 0usize);
+        }
+    }
+}
