@@ -212,15 +212,8 @@ $module_line
 
 $user_lines
 
-<IfModule mpm_event_module>
-    StartServers 2
-    ServerLimit 4
-    ThreadsPerChild 25
-    MaxRequestWorkers 100
-    MinSpareThreads 25
-    MaxSpareThreads 75
-</IfModule>
-<IfModule mpm_worker_module>
+# Worker and event take the same threaded-MPM settings.
+<IfModule !mpm_prefork_module>
     StartServers 2
     ServerLimit 4
     ThreadsPerChild 25

@@ -15,15 +15,6 @@ const NASTY_PATH: &str = "/x%0Ay%01z%FFw%00";
 const NASTY_PATH2: &str = "/x%0Ay%01z%FFw";
 const SECRET: &str = "secretquery";
 
-fn client_port_of(row: &json::Value) -> Option<u16> {
-    row.get("client")?
-        .as_str()?
-        .rsplit(':')
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Sends raw bytes as a request; returns the connection if the server kept it open.
 fn hold_raw(port: u16, request: &[u8]) -> (u16, Option<Conn>) {
     let mut c = Conn::connect(port).unwrap();
@@ -104,7 +95,7 @@ fn hostile_request_data_is_escaped_event() {
             let rows = j.at("connections").as_array().unwrap().to_vec();
             let has = |p: u16| {
                 rows.iter().any(|r| {
-                    client_port_of(r) == Some(p)
+                    common::client_port_of(r) == Some(p)
                         && r.get("path")
                             .and_then(|v| v.as_str())
                             .map(|s| !s.is_empty())
@@ -121,7 +112,7 @@ fn hostile_request_data_is_escaped_event() {
     let rows = j.at("connections").as_array().unwrap();
     let enc_row = rows
         .iter()
-        .find(|r| client_port_of(r) == Some(enc_port))
+        .find(|r| common::client_port_of(r) == Some(enc_port))
         .unwrap();
     let enc_path = enc_row.at("path").as_str().unwrap();
     assert!(
@@ -129,7 +120,10 @@ fn hostile_request_data_is_escaped_event() {
         "percent-encoded request's path recorded as {enc_path:?}; expected {ENC_PATH:?} or {ENC_DECODED:?} (no query string)"
     );
     if let Some(p) = raw_port {
-        let row = rows.iter().find(|r| client_port_of(r) == Some(p)).unwrap();
+        let row = rows
+            .iter()
+            .find(|r| common::client_port_of(r) == Some(p))
+            .unwrap();
         assert_eq!(
             row.at("path").as_str(),
             Some(RAW_PATH),

@@ -13,15 +13,6 @@ fn rows_of(j: &json::Value) -> Vec<json::Value> {
         .to_vec()
 }
 
-fn client_port_of(row: &json::Value) -> Option<u16> {
-    row.get("client")?
-        .as_str()?
-        .rsplit(':')
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn dead_child_slots_reclaimed(mpm: Mpm) {
     let mut opts = Opts::new(mpm).global("SocketGuardScanInterval 100ms");
     if mpm == Mpm::Prefork {
@@ -41,7 +32,7 @@ fn dead_child_slots_reclaimed(mpm: Mpm) {
             let mine: Vec<&json::Value> = rows
                 .iter()
                 .filter(|r| {
-                    client_port_of(r)
+                    common::client_port_of(r)
                         .map(|p| ports.contains(&p))
                         .unwrap_or(false)
                 })
@@ -51,7 +42,7 @@ fn dead_child_slots_reclaimed(mpm: Mpm) {
             }
             let first = mine
                 .iter()
-                .find(|r| client_port_of(r) == Some(ports[0]))
+                .find(|r| common::client_port_of(r) == Some(ports[0]))
                 .unwrap();
             first
                 .at("pid")

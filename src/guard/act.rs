@@ -137,13 +137,7 @@ pub fn act_on_own(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::SlotHandle;
-
-    fn table() -> (crate::table::HeapTable, SharedTable) {
-        let heap = crate::table::HeapTable::new(8, 2, 1);
-        let t = heap.table();
-        (heap, t)
-    }
+    use crate::table::HeapTable;
 
     #[derive(Default)]
     struct FakeCloser {
@@ -157,22 +151,6 @@ mod tests {
         }
     }
 
-    fn conn(t: &SharedTable, pid: u32, vhost: u32, since: u64) -> SlotHandle {
-        let h = t.claim(pid, 0, 0).unwrap();
-        let s = t.owned(h).unwrap();
-        s.set_socket(
-            7,
-            99,
-            &"10.0.0.1:5000".parse().unwrap(),
-            &"10.0.0.2:80".parse().unwrap(),
-            vhost,
-        );
-        s.write_text(b"GET", b"/slow");
-        t.set_state(h, ConnState::Handling, 0);
-        t.mark_close_wait(s, since);
-        h
-    }
-
     fn vhost(t: &SharedTable, name: &str, mode: AutoClose, timeout: u64) -> u32 {
         let i = t.register_vhost(name, 80);
         let row = t.vhost(i).unwrap();
@@ -183,9 +161,10 @@ mod tests {
 
     #[test]
     fn on_closes_once_after_the_timeout_and_counts() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let v = vhost(&t, "on.test", AutoClose::On, 1_000);
-        let h = conn(&t, 5, v, 10_000);
+        let h = heap.stuck_connection(5, v, 99, 10_000);
         let mut closer = FakeCloser::default();
         let mut ev = Vec::new();
         assert_eq!(
@@ -227,9 +206,10 @@ mod tests {
 
     #[test]
     fn report_logs_once_and_closes_nothing() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let v = vhost(&t, "rep.test", AutoClose::Report, 100);
-        conn(&t, 5, v, 1_000);
+        heap.stuck_connection(5, v, 99, 1_000);
         let mut closer = FakeCloser::default();
         let mut ev = Vec::new();
         act_on_own(&t, 5, 5_000, &mut closer, &mut ev);
@@ -243,11 +223,12 @@ mod tests {
 
     #[test]
     fn off_and_other_owners_are_untouched() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let off = vhost(&t, "off.test", AutoClose::Off, 100);
         let on = vhost(&t, "on.test", AutoClose::On, 100);
-        conn(&t, 5, off, 1_000);
-        conn(&t, 6, on, 1_000); // another child's
+        heap.stuck_connection(5, off, 99, 1_000);
+        heap.stuck_connection(6, on, 99, 1_000); // another child's
         let mut closer = FakeCloser::default();
         let mut ev = Vec::new();
         assert_eq!(act_on_own(&t, 5, 100_000, &mut closer, &mut ev), None);
@@ -256,9 +237,10 @@ mod tests {
 
     #[test]
     fn a_refused_close_is_not_counted_and_ends_the_period() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let v = vhost(&t, "on.test", AutoClose::On, 100);
-        conn(&t, 5, v, 1_000);
+        heap.stuck_connection(5, v, 99, 1_000);
         let mut closer = FakeCloser {
             answer: Some(Refusal::Reused),
             ..Default::default()

@@ -149,6 +149,13 @@ mod tests {
             .collect()
     }
 
+    /// The value of `key`, which must appear exactly once.
+    fn one(kv: &[(String, String)], key: &str) -> String {
+        let v = get(kv, key);
+        assert_eq!(v.len(), 1, "{key}");
+        v[0].to_string()
+    }
+
     fn get<'a>(kv: &'a [(String, String)], key: &str) -> Vec<&'a str> {
         kv.iter()
             .filter(|(k, _)| k == key)
@@ -168,11 +175,7 @@ mod tests {
     fn counts_match_the_snapshot() {
         let s = fixture::snapshot();
         let kv = lines(&render(&s));
-        let one = |k: &str| {
-            let v = get(&kv, k);
-            assert_eq!(v.len(), 1, "{k}");
-            v[0].to_string()
-        };
+        let one = |k: &str| one(&kv, k);
         assert_eq!(one("ServerVersion"), "Apache/2.4.99 (Test)?Evil: 1");
         assert_eq!(one("Uptime"), "93784");
         assert_eq!(one("RestartGeneration"), "2");
@@ -227,11 +230,7 @@ mod tests {
     fn classes_verdict_scanner_and_force_closed() {
         let s = fixture::snapshot();
         let kv = lines(&render(&s));
-        let one = |k: &str| {
-            let v = get(&kv, k);
-            assert_eq!(v.len(), 1, "{k}");
-            v[0].to_string()
-        };
+        let one = |k: &str| one(&kv, k);
         assert_eq!(one("KernelCloseWaitStuck"), "1");
         assert_eq!(one("KernelCloseWaitHung"), "1");
         assert_eq!(one("KernelCloseWaitOldGeneration"), "0");
@@ -263,12 +262,7 @@ mod tests {
 
     #[test]
     fn each_class_has_its_own_count() {
-        let mut s = fixture::snapshot();
-        s.kernel.stuck = 5;
-        s.kernel.hung = 6;
-        s.kernel.old_generation = 7;
-        s.kernel.untracked = 8;
-        s.kernel.verdict = crate::status::model::Verdict::Churn;
+        let s = fixture::with_distinct_classes();
         let kv = lines(&render(&s));
         assert_eq!(get(&kv, "KernelCloseWaitStuck"), vec!["5"]);
         assert_eq!(get(&kv, "KernelCloseWaitHung"), vec!["6"]);

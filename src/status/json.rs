@@ -469,12 +469,7 @@ mod tests {
         assert_eq!(sc.get("last_scan_age_ms").num(), 300.0);
 
         // Distinct numbers, so a swapped key would show.
-        let mut s = fixture::snapshot();
-        s.kernel.stuck = 5;
-        s.kernel.hung = 6;
-        s.kernel.old_generation = 7;
-        s.kernel.untracked = 8;
-        s.kernel.verdict = crate::status::model::Verdict::Churn;
+        let s = fixture::with_distinct_classes();
         let v = parse(&render(&s)).unwrap();
         let c = v.get("kernel").get("classes");
         let got: Vec<f64> = ["stuck", "hung", "old_generation", "untracked"]

@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn close_wait_classes_all_four_series() {
-        let mut s = fixture::snapshot();
+        let s = fixture::snapshot();
         let out = render(&s);
         let series = find(&out, "socket_guard_close_wait_sockets{");
         assert_eq!(
@@ -568,11 +568,7 @@ mod tests {
             .map(|l| sample(l).2.parse::<u64>().unwrap())
             .sum();
         assert_eq!(sum, s.kernel.tracked + s.kernel.untracked);
-        s.kernel.stuck = 5;
-        s.kernel.hung = 6;
-        s.kernel.old_generation = 7;
-        s.kernel.untracked = 8;
-        let out = render(&s);
+        let out = render(&fixture::with_distinct_classes());
         for expected in [
             "socket_guard_close_wait_sockets{class=\"stuck\"} 5",
             "socket_guard_close_wait_sockets{class=\"hung\"} 6",

@@ -58,6 +58,18 @@ pub(crate) mod fixture {
         }
     }
 
+    /// The fixture with a different count in every class (stuck 5, hung 6, old_generation 7,
+    /// untracked 8) and verdict churn, so a swapped key or label shows.
+    pub fn with_distinct_classes() -> Snapshot {
+        let mut s = snapshot();
+        s.kernel.stuck = 5;
+        s.kernel.hung = 6;
+        s.kernel.old_generation = 7;
+        s.kernel.untracked = 8;
+        s.kernel.verdict = Verdict::Churn;
+        s
+    }
+
     pub fn snapshot() -> Snapshot {
         let mut hostile = conn(ConnState::CloseWait, 1_000, Some(45_500), HOSTILE_PATH);
         hostile.client = HOSTILE_CLIENT.into();

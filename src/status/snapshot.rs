@@ -248,28 +248,8 @@ fn kernel_view(
 mod tests {
     use super::*;
     use crate::table::slot::FLAG_FORCE_CLOSED;
+    use crate::table::HeapTable;
     use std::sync::atomic::Ordering::Relaxed;
-
-    fn table() -> (crate::table::HeapTable, SharedTable) {
-        let heap = crate::table::HeapTable::new(8, 2, 1);
-        let t = heap.table();
-        (heap, t)
-    }
-
-    fn stuck_conn(t: &SharedTable, vhost: u32, inode: u64, since: u64) -> crate::table::SlotHandle {
-        let h = t.claim(7, 0, 0).unwrap();
-        let s = t.owned(h).unwrap();
-        s.set_socket(
-            3,
-            inode,
-            &"10.0.0.1:5000".parse().unwrap(),
-            &"10.0.0.2:80".parse().unwrap(),
-            vhost,
-        );
-        t.set_state(h, ConnState::Handling, 0);
-        t.mark_close_wait(s, since);
-        h
-    }
 
     fn kernel_socket(inode: u64) -> KernelSocket {
         KernelSocket {
@@ -285,14 +265,15 @@ mod tests {
 
     #[test]
     fn verdict_turns_to_leak_at_the_vhost_timeout() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let v = t.register_vhost("short.test", 80);
         t.vhost(v)
             .unwrap()
             .close_wait_timeout_ms
             .store(1_000, Relaxed);
         t.claim_child(7, 0, 1, 1).unwrap();
-        stuck_conn(&t, v, 42, 10_000);
+        heap.stuck_connection(7, v, 42, 10_000);
         let info = ServerInfo::default();
         let early = build(
             Some(&t),
@@ -324,10 +305,11 @@ mod tests {
 
     #[test]
     fn force_closed_rows_are_listed_but_not_open() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let v = t.register_vhost("on.test", 80);
         t.claim_child(7, 0, 1, 1).unwrap();
-        let h = stuck_conn(&t, v, 42, 10_000);
+        let h = heap.stuck_connection(7, v, 42, 10_000);
         let s = t.owned(h).unwrap();
         s.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
         t.record_close_wait_end(s);
@@ -346,7 +328,8 @@ mod tests {
 
     #[test]
     fn old_generation_and_hung_owners_are_classified() {
-        let (_m, t) = table();
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
         let v = t.register_vhost("x.test", 80);
         t.vhost(v)
             .unwrap()
@@ -355,7 +338,7 @@ mod tests {
         t.header().hung_child_timeout_ms.store(10_000, Relaxed);
         t.header().generation.store(2, Relaxed);
         t.claim_child(7, 1, 1, 50_000).unwrap(); // generation 1 < 2, checked in recently
-        stuck_conn(&t, v, 42, 49_000);
+        heap.stuck_connection(7, v, 42, 49_000);
         let snap = build(
             Some(&t),
             &ServerInfo::default(),

@@ -44,3 +44,37 @@ impl HeapTable {
         (self._mem.as_mut_ptr() as *mut u8, self._mem.len() * 64)
     }
 }
+
+/// Fixtures for the crate's unit tests.
+#[cfg(test)]
+impl HeapTable {
+    /// A small table: 8 slots, 2 child rows.
+    pub(crate) fn for_tests() -> HeapTable {
+        HeapTable::new(8, 2, 1)
+    }
+
+    /// A connection of `pid` on `vhost` (fd 7, socket `inode`), handling `GET /slow`, that the
+    /// scan first saw in CLOSE_WAIT at `since`.
+    pub(crate) fn stuck_connection(
+        &self,
+        pid: u32,
+        vhost: u32,
+        inode: u64,
+        since: u64,
+    ) -> super::SlotHandle {
+        let t = self.table;
+        let h = t.claim(pid, 0, 0).expect("a free slot");
+        let s = t.owned(h).expect("just claimed");
+        s.set_socket(
+            7,
+            inode,
+            &"10.0.0.1:5000".parse().unwrap(),
+            &"10.0.0.2:80".parse().unwrap(),
+            vhost,
+        );
+        s.write_text(b"GET", b"/slow");
+        t.set_state(h, super::state::ConnState::Handling, 0);
+        t.mark_close_wait(s, since);
+        h
+    }
+}

@@ -38,6 +38,17 @@ const START_DEADLINE: Duration = Duration::from_secs(15);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 pub const LARGE_FILE_SIZE: usize = 4 * 1024 * 1024;
 
+/// The client port of a JSON connection row (`"client": "ip:port"`).
+#[allow(dead_code)] // not every test file uses every helper
+pub fn client_port_of(row: &json::Value) -> Option<u16> {
+    row.get("client")?
+        .as_str()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub fn apache_bin() -> String {
     std::env::var("APACHE2").unwrap_or_else(|_| "/usr/sbin/apache2".to_string())
 }
