@@ -34,13 +34,28 @@ if [[ ! -x /usr/sbin/apache2 ]] || ! have_file_glob /usr/lib/apache2/modules/mod
 fi
 [[ -e /etc/mime.types ]] || need media-types
 have_cmd apxs || [[ -x /usr/bin/apxs ]] || need apache2-dev
-# bindgen loads libclang at build time.
-shopt -s nullglob
-libclang=(/usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-*.so* /usr/lib/*-linux-gnu/libclang*.so*)
-shopt -u nullglob
-if [[ ${#libclang[@]} -eq 0 && -z ${LIBCLANG_PATH:-} ]]; then
+# bindgen loads libclang (the C API library) at build time. Only libclang itself counts:
+# libclang.so, libclang.so.N, libclang-NN.so*; libclang-cpp (the C++ library, which LLVM's
+# own packages pull in) is not what bindgen loads.
+have_libclang() {
+    local f base
+    shopt -s nullglob
+    for f in /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*-linux-gnu/libclang*.so* /usr/lib64/libclang*.so*; do
+        base=${f##*/}
+        if [[ $base =~ ^libclang(-[0-9][0-9.]*)?\.so(\.[0-9.]+)?$ ]]; then
+            shopt -u nullglob
+            return 0
+        fi
+    done
+    shopt -u nullglob
+    return 1
+}
+# libclang also needs clang's own headers (stddef.h, ...): libclang-common-NN-dev.
+if [[ -z ${LIBCLANG_PATH:-} ]] && ! have_libclang; then
     need libclang-dev
 fi
+have_file_glob /usr/lib/llvm-*/lib/clang/*/include/stddef.h /usr/lib/clang/*/include/stddef.h ||
+    need libclang-dev
 have_cmd wrk || need wrk
 have_cmd ab || need apache2-utils
 have_cmd ss || need iproute2
