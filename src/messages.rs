@@ -30,7 +30,7 @@ pub const CHILD_TABLE_FULL: MsgId = MsgId("SG0010");
 pub const SOCKET_IDENTITY: MsgId = MsgId("SG0011");
 /// More distinct servers than vhost rows: the rest share the last row.
 pub const VHOSTS_FULL: MsgId = MsgId("SG0012");
-/// A child exited still holding connections; their slots were released.
+/// Retired: a child exited still holding connections (the exit path may not log any more).
 pub const CHILD_EXIT_RELEASED: MsgId = MsgId("SG0013");
 /// Status page request with a bad query string (answered 400).
 pub const BAD_STATUS_QUERY: MsgId = MsgId("SG0014");

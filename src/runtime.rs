@@ -1,30 +1,41 @@
 //! Per-process state of the module: the handle to the shared table, this child's pid and row,
-//! and its guard thread. Set by the lifecycle hooks, read on the per-connection hot path.
+//! and whether the child is exiting. Set by the lifecycle hooks, read on the per-connection hot
+//! path.
 //!
-//! Plain statics are fine: in the parent they are re-set at every post_config (the module may
-//! be reloaded, which resets them), and children inherit them at fork.
+//! Everything here is a plain atomic, never a lock: prefork runs an exiting child's pool
+//! cleanups inside its SIGTERM handler, which may interrupt a thread of this process at any
+//! instruction — a lock taken there could be held by the interrupted code for ever.
+//! In the parent the statics are re-set at every post_config (the module may be reloaded,
+//! which resets them); children inherit them at fork.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::ptr::null_mut;
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 
-use parking_lot::{Mutex, RwLock};
-
-use crate::guard::GuardThread;
 use crate::table::SharedTable;
 
-static TABLE: RwLock<Option<SharedTable>> = RwLock::new(None);
+/// The current table handle, boxed so one atomic pointer publishes it. A replaced handle is
+/// leaked on purpose (a few dozen bytes per restart): a thread may still be reading it.
+static TABLE: AtomicPtr<SharedTable> = AtomicPtr::new(null_mut());
+/// Set when this child starts exiting: its guard thread stops acting.
+static EXITING: AtomicBool = AtomicBool::new(false);
 static PID: AtomicU32 = AtomicU32::new(0);
 /// This child's row in the table's child list (usize::MAX: none).
 static CHILD_ROW: AtomicUsize = AtomicUsize::new(usize::MAX);
 static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
 static TABLE_FULL_LOGGED: AtomicBool = AtomicBool::new(false);
-static GUARD: Mutex<Option<GuardThread>> = Mutex::new(None);
 
 pub fn table() -> Option<SharedTable> {
-    *TABLE.read()
+    // SAFETY: the pointer is null or came from Box::into_raw in set_table and is never freed.
+    unsafe { TABLE.load(Acquire).as_ref().copied() }
 }
 
+/// Parent (post_config) only: allocates, so never call it from a signal handler.
 pub fn set_table(t: Option<SharedTable>) {
-    *TABLE.write() = t;
+    let p = t.map_or(null_mut(), |t| Box::into_raw(Box::new(t)));
+    TABLE.swap(p, AcqRel);
 }
 
 /// This process's pid (cached at child_init; falls back to asking the kernel).
@@ -41,6 +52,17 @@ pub fn enter_child(pid: u32, row: Option<usize>) {
     // Spread children over the table so their claims rarely probe the same slots.
     NEXT_HINT.store((pid as usize).wrapping_mul(2654435761), Relaxed);
     TABLE_FULL_LOGGED.store(false, Relaxed);
+    EXITING.store(false, Relaxed);
+}
+
+/// The child is exiting (async-signal-safe: one atomic store).
+pub fn set_exiting() {
+    EXITING.store(true, Relaxed);
+}
+
+/// The flag the guard thread polls; `'static` so the thread can hold it.
+pub fn exiting_flag() -> &'static AtomicBool {
+    &EXITING
 }
 
 pub fn child_row() -> Option<usize> {
@@ -60,6 +82,67 @@ pub fn first_table_full() -> bool {
     !TABLE_FULL_LOGGED.swap(true, Relaxed)
 }
 
-pub fn set_guard(g: Option<GuardThread>) -> Option<GuardThread> {
-    std::mem::replace(&mut *GUARD.lock(), g)
+/// The child is exiting: stop the guard, free what the child still holds. Async-signal-safe
+/// (see ffi::hooks::lifecycle::child_exit): atomics only.
+pub fn on_child_exit() {
+    set_exiting();
+    let Some(table) = table() else { return };
+    let pid = pid();
+    table.release_all_of(pid);
+    if let Some(row) = child_row() {
+        table.release_child(row, pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::table::HeapTable;
+
+    /// Counts allocations made by the current thread (other tests' threads are not counted).
+    struct Counting;
+    thread_local!(static ALLOCS: Cell<u64> = const { Cell::new(0) });
+    // SAFETY: forwards to the system allocator unchanged; the counter is a const-initialised
+    // thread-local Cell, which never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(p, l) }
+        }
+    }
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    #[test]
+    fn child_exit_is_async_signal_safe() {
+        // What prefork's SIGTERM handler runs: it must free the child's slots and row without
+        // allocating (no lock exists in this module to take; see the module comment).
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
+        let pid = 4242;
+        let row = t.claim_child(pid, 0, 1, 1).unwrap();
+        let h = t.claim(pid, 0, 1).unwrap();
+        t.set_state(h, crate::table::state::ConnState::Handling, 1);
+        t.mark_close_wait(t.owned(h).unwrap(), 1);
+        super::set_table(Some(t));
+        super::enter_child(pid, Some(row));
+        let before = ALLOCS.with(|c| c.get());
+        super::on_child_exit();
+        let after = ALLOCS.with(|c| c.get());
+        super::set_table(None);
+        assert_eq!(after - before, 0, "child exit allocated");
+        assert!(super::exiting_flag().load(Relaxed));
+        assert!(t.owned(h).is_none(), "the child's slot is freed");
+        assert_eq!(t.children()[row].pid.load(Relaxed), 0, "its row is freed");
+        assert_eq!(t.header().close_wait_marked.load(Relaxed), 0);
+    }
 }

@@ -11,22 +11,14 @@ pub mod act;
 pub mod election;
 pub mod scan;
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-
-use parking_lot::{Condvar, Mutex};
 
 use crate::clock::mono_ms;
 use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
 use crate::kernel::{self, sock_diag::DiagSocket};
 use crate::messages::{self, log_safe, LogSink, Severity};
 use crate::table::SharedTable;
-
-pub struct GuardThread {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: std::thread::JoinHandle<()>,
-}
 
 /// What the guard loop needs to know about its child.
 #[derive(Clone, Copy)]
@@ -36,36 +28,33 @@ pub struct Child {
     pub log: LogSink,
 }
 
-impl GuardThread {
-    /// Starts the guard loop. Signals are blocked in the thread so that Apache's signal
-    /// handling keeps running on the threads that expect it.
-    pub fn start(table: SharedTable, child: Child) -> std::io::Result<GuardThread> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stop2 = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("socket-guard".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                block_all_signals();
-                // A panic here must not pass silently: log it; the child keeps serving,
-                // only without its guard.
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Guard::new(table, child).run(&stop2)));
-                if run.is_err() {
-                    (child.log)(Severity::Error, messages::PANIC_CAUGHT, &format!(
-                        "internal error in the guard thread of pid {}: it stopped; connections are still tracked but not scanned or closed by this child",
-                        child.pid
-                    ));
-                }
-            })?;
-        Ok(GuardThread { stop, handle })
-    }
-
-    /// Asks the loop to end and waits for it (it wakes at once, not at the next interval).
-    pub fn stop(self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        let _ = self.handle.join();
-    }
+/// Starts the guard loop in a detached thread. Signals are blocked in the thread so that
+/// Apache's signal handling keeps running on the threads that expect it. The thread is never
+/// joined: when `exiting` is set it stops acting, and the child's exit ends it. (Joining would
+/// have to happen in the child's exit cleanup, which prefork runs inside a signal handler.)
+pub fn start(
+    table: SharedTable,
+    child: Child,
+    exiting: &'static AtomicBool,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("socket-guard".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            block_all_signals();
+            // A panic here must not pass silently: log it; the child keeps serving,
+            // only without its guard.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Guard::new(table, child).run(exiting)
+            }));
+            if run.is_err() {
+                (child.log)(Severity::Error, messages::PANIC_CAUGHT, &format!(
+                    "internal error in the guard thread of pid {}: it stopped; connections are still tracked but not scanned or closed by this child",
+                    child.pid
+                ));
+            }
+        })
+        .map(drop)
 }
 
 struct Guard {
@@ -111,8 +100,8 @@ impl Guard {
         self.diag.as_mut()
     }
 
-    fn run(&mut self, stop: &(Mutex<bool>, Condvar)) {
-        loop {
+    fn run(&mut self, exiting: &AtomicBool) {
+        while !exiting.load(Relaxed) {
             let now = mono_ms();
             let interval = self.interval_ms();
             self.table.check_in(self.child.row, now);
@@ -135,14 +124,8 @@ impl Guard {
             self.act_if_needed();
             let next_tick = now + interval;
             let wake = self.deadline.map_or(next_tick, |d| d.min(next_tick));
-            let mut stopped = stop.0.lock();
-            if !*stopped {
-                let wait = wake.saturating_sub(mono_ms()).max(1);
-                stop.1.wait_for(&mut stopped, Duration::from_millis(wait));
-            }
-            if *stopped {
-                return;
-            }
+            let wait = wake.saturating_sub(mono_ms()).max(1);
+            std::thread::sleep(Duration::from_millis(wait));
         }
     }
 

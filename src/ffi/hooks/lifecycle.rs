@@ -10,7 +10,7 @@ use crate::ffi::bindings as b;
 use crate::ffi::boundary::guarded;
 use crate::ffi::shm::{self, Outcome};
 use crate::ffi::{conn, log, server_conf};
-use crate::guard::{Child, GuardThread};
+use crate::guard::{self, Child};
 use crate::messages;
 use crate::runtime;
 use crate::table::SharedTable;
@@ -226,9 +226,8 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
             None => log::warn(s, messages::CHILD_TABLE_FULL, &format!(
                 "no free child row for pid {pid}: its guard does not run and it shows no check-ins"
             )),
-            Some(row) => match GuardThread::start(table, Child { pid, row, log: log::sink }) {
-                Ok(g) => {
-                    runtime::set_guard(Some(g));
+            Some(row) => match guard::start(table, Child { pid, row, log: log::sink }, runtime::exiting_flag()) {
+                Ok(()) => {
                     log::debug(s, messages::GUARD_STARTED, &format!("guard thread started in pid {pid} (generation {generation})"));
                 }
                 Err(e) => log::err(s, messages::GUARD_UNAVAILABLE, &format!(
@@ -250,26 +249,14 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
 
 /// pchild cleanup: the child is exiting. Connection pools (sub-pools) are already gone, so what
 /// is still claimed here was never released; free it so it does not look open.
+///
+/// Prefork runs this inside its SIGTERM/SIGHUP handler (`just_die` → `clean_child_exit`), which
+/// may have interrupted any code of this process, ours included. So this does only atomic
+/// loads and stores on the shared table: no lock, no allocation, no thread join, no log line
+/// (unit test `child_exit_is_async_signal_safe` holds it to that).
 unsafe extern "C" fn child_exit(_data: *mut c_void) -> b::apr_status_t {
     guarded("child exit", 0, || {
-        if let Some(g) = runtime::set_guard(None) {
-            g.stop();
-        }
-        let Some(table) = runtime::table() else {
-            return 0;
-        };
-        let pid = runtime::pid();
-        let n = table.release_all_of(pid);
-        if n > 0 {
-            log::debug(
-                std::ptr::null(),
-                messages::CHILD_EXIT_RELEASED,
-                &format!("pid {pid} exiting: released {n} slots"),
-            );
-        }
-        if let Some(row) = runtime::child_row() {
-            table.release_child(row, pid);
-        }
+        runtime::on_child_exit();
         0
     })
 }
