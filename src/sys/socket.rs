@@ -31,13 +31,28 @@ pub enum Refusal {
     Reused,
     /// Still the same socket, but no longer in CLOSE_WAIT (kernel TCP state given).
     NotCloseWait(u8),
+    /// Still in CLOSE_WAIT, but the peer acknowledged more data (bytes_acked now): a client
+    /// that half-closed and is still reading the response.
+    Progressing(u64),
     Io(String),
 }
 
-/// TCP state (include/net/tcp_states.h numbering) of the socket behind `fd`.
-pub fn tcp_state(fd: RawFd) -> io::Result<u8> {
-    // tcpi_state is the first byte of struct tcp_info; the kernel copies at most `len` bytes.
-    let mut info = [0u8; 8];
+/// What the guard reads of `struct tcp_info` (linux/tcp.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// TCP state, include/net/tcp_states.h numbering.
+    pub state: u8,
+    /// `tcpi_bytes_acked`: bytes the peer has acknowledged (0 on kernels older than 4.1). A
+    /// half-closed client that is still reading keeps moving it.
+    pub bytes_acked: u64,
+}
+
+/// Offset of `tcpi_bytes_acked` in struct tcp_info: 8 one-byte fields, 24 u32s, 2 u64s.
+const TCPI_BYTES_ACKED_AT: usize = 120;
+
+/// TCP_INFO of the socket behind `fd`.
+pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
+    let mut info = [0u8; TCPI_BYTES_ACKED_AT + 8];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
     let rc = unsafe {
@@ -52,18 +67,24 @@ pub fn tcp_state(fd: RawFd) -> io::Result<u8> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(info[0])
+    let acked = (len as usize >= info.len()).then(|| {
+        let b: [u8; 8] = info[TCPI_BYTES_ACKED_AT..].try_into().unwrap_or_default();
+        u64::from_ne_bytes(b)
+    });
+    Ok(TcpInfo {
+        state: info[0],
+        bytes_acked: acked.unwrap_or(0),
+    })
 }
 
-/// Gracefully shuts down the connection behind Apache's descriptor `fd` — but only if it is
-/// still the socket with inode `inode` and still in CLOSE_WAIT.
-///
-/// Works on a private duplicate (F_DUPFD_CLOEXEC): the identity is checked on the duplicate,
-/// so even if Apache closes `fd` and the number is reused in between, the duplicate still names
-/// the socket that was checked. `shutdown(SHUT_RDWR)` sends the peer a FIN and makes the
-/// worker's next read or write fail, so Apache runs its normal cleanup. Apache's own
-/// descriptor is never closed; only the duplicate is.
-pub fn shutdown_if_same(fd: RawFd, inode: u64, close_wait: u8) -> Result<(), Refusal> {
+/// TCP state (include/net/tcp_states.h numbering) of the socket behind `fd`.
+pub fn tcp_state(fd: RawFd) -> io::Result<u8> {
+    tcp_info(fd).map(|i| i.state)
+}
+
+/// A private duplicate of `fd`, if it still names the socket with inode `inode`. The
+/// duplicate keeps naming that socket even if Apache closes `fd` and the number is reused.
+fn same_socket(fd: RawFd, inode: u64) -> Result<std::os::fd::OwnedFd, Refusal> {
     if fd < 0 {
         return Err(Refusal::Gone);
     }
@@ -75,12 +96,32 @@ pub fn shutdown_if_same(fd: RawFd, inode: u64, close_wait: u8) -> Result<(), Ref
     // SAFETY: `dup` is a fresh descriptor that only we own; OwnedFd closes it on every path.
     let dup = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
     match self::inode(dup.as_raw_fd()) {
-        Ok(i) if i == inode => {}
-        _ => return Err(Refusal::Reused),
+        Ok(i) if i == inode => Ok(dup),
+        _ => Err(Refusal::Reused),
     }
-    match tcp_state(dup.as_raw_fd()) {
-        Ok(s) if s == close_wait => {}
-        Ok(s) => return Err(Refusal::NotCloseWait(s)),
+}
+
+/// TCP_INFO of the socket behind `fd`, if it is still the socket with inode `inode`.
+pub fn tcp_info_if_same(fd: RawFd, inode: u64) -> Result<TcpInfo, Refusal> {
+    let dup = same_socket(fd, inode)?;
+    tcp_info(dup.as_raw_fd()).map_err(|e| Refusal::Io(e.to_string()))
+}
+
+/// Gracefully shuts down the connection behind Apache's descriptor `fd` — but only if it is
+/// still the socket with inode `inode`, still in TCP state `close_wait`, and its peer has not
+/// acknowledged any data beyond `acked` (a half-closed client still reading is healthy).
+///
+/// Works on a private duplicate (F_DUPFD_CLOEXEC): the checks are made on the duplicate, so
+/// even if Apache closes `fd` and the number is reused in between, the duplicate still names
+/// the socket that was checked. `shutdown(SHUT_RDWR)` sends the peer a FIN and makes the
+/// worker's next read or write fail, so Apache runs its normal cleanup. Apache's own
+/// descriptor is never closed; only the duplicate is.
+pub fn shutdown_if_same(fd: RawFd, inode: u64, close_wait: u8, acked: u64) -> Result<(), Refusal> {
+    let dup = same_socket(fd, inode)?;
+    match tcp_info(dup.as_raw_fd()) {
+        Ok(i) if i.state != close_wait => return Err(Refusal::NotCloseWait(i.state)),
+        Ok(i) if i.bytes_acked != acked => return Err(Refusal::Progressing(i.bytes_acked)),
+        Ok(_) => {}
         Err(e) => return Err(Refusal::Io(e.to_string())),
     }
     // SAFETY: shutdown on our duplicate; affects the connection, which is the intent.
@@ -126,7 +167,7 @@ mod tests {
         wait_state(server.as_raw_fd(), CLOSE_WAIT);
         let inode = super::inode(server.as_raw_fd()).unwrap();
         assert_eq!(
-            shutdown_if_same(server.as_raw_fd(), inode, CLOSE_WAIT),
+            shutdown_if_same(server.as_raw_fd(), inode, CLOSE_WAIT, 0),
             Ok(())
         );
         // The client sees an orderly EOF (FIN), not a reset.
@@ -147,7 +188,7 @@ mod tests {
         let (mut c2, newer) = pair();
         let fd = newer.as_raw_fd();
         assert_eq!(
-            shutdown_if_same(fd, recorded_inode, CLOSE_WAIT),
+            shutdown_if_same(fd, recorded_inode, CLOSE_WAIT, 0),
             Err(Refusal::Reused)
         );
         // The healthy connection still works both ways.
@@ -165,7 +206,7 @@ mod tests {
         let (mut c, s) = pair();
         let inode = super::inode(s.as_raw_fd()).unwrap();
         assert!(matches!(
-            shutdown_if_same(s.as_raw_fd(), inode, CLOSE_WAIT),
+            shutdown_if_same(s.as_raw_fd(), inode, CLOSE_WAIT, 0),
             Err(Refusal::NotCloseWait(1))
         ));
         c.write_all(b"x").unwrap();
@@ -174,8 +215,31 @@ mod tests {
     }
 
     #[test]
+    fn a_half_closed_peer_that_acknowledged_data_is_refused_until_it_stops() {
+        let (mut client, server) = pair();
+        (&server).write_all(&[7u8; 4096]).unwrap();
+        let mut buf = [0u8; 4096];
+        client.read_exact(&mut buf).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        wait_state(server.as_raw_fd(), CLOSE_WAIT);
+        let inode = super::inode(server.as_raw_fd()).unwrap();
+        let acked = super::tcp_info_if_same(server.as_raw_fd(), inode)
+            .unwrap()
+            .bytes_acked;
+        assert!(acked >= 4096, "bytes_acked {acked}");
+        assert_eq!(
+            shutdown_if_same(server.as_raw_fd(), inode, CLOSE_WAIT, 0),
+            Err(Refusal::Progressing(acked))
+        );
+        assert_eq!(
+            shutdown_if_same(server.as_raw_fd(), inode, CLOSE_WAIT, acked),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn closed_descriptors_are_refused() {
-        assert_eq!(shutdown_if_same(-1, 1, CLOSE_WAIT), Err(Refusal::Gone));
+        assert_eq!(shutdown_if_same(-1, 1, CLOSE_WAIT, 0), Err(Refusal::Gone));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -36,6 +36,9 @@ pub struct Counters {
     pub reported: AtomicU64,
     pub reclaimed: AtomicU64,
     pub untracked: AtomicU64,
+    /// Abandoned work stopped (SocketGuardAbandonedTimeout, GracefulDeadline, server stop).
+    pub stopped_cgi: AtomicU64,
+    pub stopped_child: AtomicU64,
 }
 
 #[repr(C)]
@@ -69,6 +72,10 @@ pub struct Header {
     /// socket skip the table walk entirely.
     pub close_wait_marked: AtomicU32,
     pub _reserved2: AtomicU32,
+    /// CLOCK_MONOTONIC ms of the last restart (when `generation` last grew).
+    pub restart_mono_ms: AtomicU64,
+    /// SocketGuardGracefulDeadline in ms (0: Off).
+    pub graceful_deadline_ms: AtomicU64,
     pub listen_ports: [AtomicU32; MAX_LISTEN_PORTS],
     pub counters: Counters,
     pub histogram: [AtomicU64; HISTOGRAM_BOUNDS_MS.len() + 1],
@@ -91,6 +98,10 @@ pub struct VhostRow {
     pub force_closed_guard: AtomicU64,
     pub force_closed_rescue: AtomicU64,
     pub reported: AtomicU64,
+    /// SocketGuardAbandonedTimeout in ms (0: Off); refreshed at every restart.
+    pub abandoned_timeout_ms: AtomicU64,
+    pub stopped_cgi: AtomicU64,
+    pub stopped_child: AtomicU64,
 }
 
 /// One child process's guard. `pid == 0` marks a free row.
@@ -137,6 +148,12 @@ pub struct Slot {
     pub path_len: AtomicU32,
     /// `slot::FLAG_*` bits: what the guard already did to this connection.
     pub flags: AtomicU32,
+    /// The peer's `tcpi_bytes_acked` when the guard last looked (FLAG_SAMPLED): a CLOSE_WAIT
+    /// socket whose peer keeps acknowledging data is a half-closed client still reading.
+    pub acked_bytes: AtomicU64,
+    /// When the guard decided the client is gone (FLAG_ABANDONED): the start of
+    /// SocketGuardAbandonedTimeout.
+    pub abandoned_since_mono_ms: AtomicU64,
     pub method: [AtomicU64; METHOD_BYTES / 8],
     pub path: [AtomicU64; PATH_BYTES / 8],
 }

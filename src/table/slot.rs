@@ -14,6 +14,14 @@ const IPV6_FLAG: u32 = 1 << 16;
 pub const FLAG_FORCE_CLOSED: u32 = 1 << 0;
 /// AutoClose Report already logged this connection.
 pub const FLAG_REPORTED: u32 = 1 << 1;
+/// `acked_bytes` holds a sample taken during this CLOSE_WAIT period.
+pub const FLAG_SAMPLED: u32 = 1 << 2;
+/// The client is gone: CLOSE_WAIT past the vhost's timeout with no data moving
+/// (`abandoned_since_mono_ms` says since when).
+pub const FLAG_ABANDONED: u32 = 1 << 3;
+/// The request's CGI processes were sent SIGTERM / SIGKILL.
+pub const FLAG_CGI_TERM: u32 = 1 << 4;
+pub const FLAG_CGI_KILL: u32 = 1 << 5;
 
 /// A consistent-enough copy of one slot, taken without locking (for status and scans).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +39,7 @@ pub struct SlotView {
     pub close_wait_since_mono_ms: u64,
     pub requests: u64,
     pub flags: u32,
+    pub abandoned_since_mono_ms: u64,
     pub method: String,
     pub path: String,
 }
@@ -127,6 +136,7 @@ impl Slot {
             close_wait_since_mono_ms: self.close_wait_since_mono_ms.load(Relaxed),
             requests: self.requests.load(Relaxed),
             flags: self.flags.load(Relaxed),
+            abandoned_since_mono_ms: self.abandoned_since_mono_ms.load(Relaxed),
             method,
             path,
         }
