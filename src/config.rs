@@ -54,6 +54,9 @@ pub const DEFAULT_HUNG_CHILD_TIMEOUT_MS: u64 = 10_000;
 /// A hung-child timeout shorter than this would flag healthy children between two scans.
 pub const MIN_HUNG_CHILD_TIMEOUT_MS: u64 = 1_000;
 pub const MIN_SLOTS: u64 = 16;
+/// Shorter would stop handlers between two scans of a client that only paused.
+pub const MIN_ABANDONED_TIMEOUT_MS: u64 = 100;
+pub const MIN_GRACEFUL_DEADLINE_MS: u64 = 1_000;
 /// Keeps the shared segment under ~400 MiB even with a typo'd value.
 pub const MAX_SLOTS: u64 = 1_000_000;
 /// Durations are stored as milliseconds; one day is far beyond any sane setting.
@@ -71,6 +74,10 @@ pub struct ServerConfig {
     pub slots: Option<u64>,
     pub rescue: Option<bool>,
     pub hung_child_timeout_ms: Option<u64>,
+    /// SocketGuardAbandonedTimeout; `Some(0)` is an explicit Off (overrides the main server).
+    pub abandoned_timeout_ms: Option<u64>,
+    /// SocketGuardGracefulDeadline (server config only); `Some(0)` is Off.
+    pub graceful_deadline_ms: Option<u64>,
     /// Index of this server's row in the shared vhost table; set at post_config, not merged.
     pub vhost_index: u32,
 }
@@ -85,6 +92,8 @@ impl ServerConfig {
             slots: add.slots.or(base.slots),
             rescue: add.rescue.or(base.rescue),
             hung_child_timeout_ms: add.hung_child_timeout_ms.or(base.hung_child_timeout_ms),
+            abandoned_timeout_ms: add.abandoned_timeout_ms.or(base.abandoned_timeout_ms),
+            graceful_deadline_ms: add.graceful_deadline_ms.or(base.graceful_deadline_ms),
             vhost_index: add.vhost_index,
         }
     }
@@ -105,6 +114,14 @@ impl ServerConfig {
     pub fn hung_child_timeout_ms(&self) -> u64 {
         self.hung_child_timeout_ms
             .unwrap_or(DEFAULT_HUNG_CHILD_TIMEOUT_MS)
+    }
+    /// 0: Off (the default).
+    pub fn abandoned_timeout_ms(&self) -> u64 {
+        self.abandoned_timeout_ms.unwrap_or(0)
+    }
+    /// 0: Off (the default).
+    pub fn graceful_deadline_ms(&self) -> u64 {
+        self.graceful_deadline_ms.unwrap_or(0)
     }
 }
 
@@ -187,6 +204,31 @@ pub fn parse_hung_child_timeout(value: &str) -> Result<u64, String> {
         value,
         MIN_HUNG_CHILD_TIMEOUT_MS,
         MAX_DURATION_MS,
+    )
+}
+
+/// `Off` (0) or a duration bounded to `[min_ms, one day]`.
+pub fn parse_duration_or_off(directive: &str, value: &str, min_ms: u64) -> Result<u64, String> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    parse_bounded_duration(directive, value, min_ms, MAX_DURATION_MS)
+        .map_err(|e| e.replace("; expected ", "; expected Off or "))
+}
+
+pub fn parse_abandoned_timeout(value: &str) -> Result<u64, String> {
+    parse_duration_or_off(
+        "SocketGuardAbandonedTimeout",
+        value,
+        MIN_ABANDONED_TIMEOUT_MS,
+    )
+}
+
+pub fn parse_graceful_deadline(value: &str) -> Result<u64, String> {
+    parse_duration_or_off(
+        "SocketGuardGracefulDeadline",
+        value,
+        MIN_GRACEFUL_DEADLINE_MS,
     )
 }
 
@@ -289,6 +331,38 @@ mod tests {
     fn hung_child_timeout_bounds() {
         assert_eq!(parse_hung_child_timeout("10s"), Ok(10_000));
         assert!(parse_hung_child_timeout("500ms").is_err());
+    }
+
+    #[test]
+    fn off_or_duration_directives() {
+        assert_eq!(parse_abandoned_timeout("Off"), Ok(0));
+        assert_eq!(parse_abandoned_timeout("off"), Ok(0));
+        assert_eq!(parse_abandoned_timeout("2s"), Ok(2_000));
+        assert_eq!(parse_abandoned_timeout("100ms"), Ok(100));
+        let e = parse_abandoned_timeout("50ms").unwrap_err();
+        assert!(e.starts_with("SocketGuardAbandonedTimeout: '50ms'"), "{e}");
+        assert!(e.contains("Off or a duration"), "{e}");
+        let e = parse_graceful_deadline("soon").unwrap_err();
+        assert!(
+            e.starts_with("SocketGuardGracefulDeadline: invalid value 'soon'"),
+            "{e}"
+        );
+        assert_eq!(parse_graceful_deadline("30s"), Ok(30_000));
+        assert!(parse_graceful_deadline("500ms").is_err());
+        // An explicit Off in a vhost overrides the main server's value.
+        let main = ServerConfig {
+            abandoned_timeout_ms: Some(5_000),
+            ..Default::default()
+        };
+        let vhost = ServerConfig {
+            abandoned_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(ServerConfig::merge(&main, &vhost).abandoned_timeout_ms(), 0);
+        assert_eq!(
+            ServerConfig::merge(&main, &ServerConfig::default()).abandoned_timeout_ms(),
+            5_000
+        );
     }
 
     #[test]

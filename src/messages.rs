@@ -48,6 +48,14 @@ pub const SCANNER_ELECTED: MsgId = MsgId("SG0019");
 /// The kernel scan failed (logged once per child until it works again).
 pub const SCAN_FAILED: MsgId = MsgId("SG0020");
 
+/// Abandoned work: a request's CGI processes were sent SIGTERM/SIGKILL.
+pub const STOPPED_CGI: MsgId = MsgId("SG0021");
+/// Abandoned work: this child was ended (prefork recycle, all-abandoned worker/event child,
+/// GracefulDeadline, or a server stop that its handlers would otherwise have held up).
+pub const STOPPED_CHILD: MsgId = MsgId("SG0022");
+/// A process serving abandoned work could not be inspected or signalled (logged once).
+pub const STOP_DENIED: MsgId = MsgId("SG0023");
+
 /// How loud a message from plain-Rust code (the guard thread) should be; the FFI layer maps
 /// it to an APLOG level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +106,9 @@ pub const ALL: &[MsgId] = &[
     SCAN_FALLBACK,
     SCANNER_ELECTED,
     SCAN_FAILED,
+    STOPPED_CGI,
+    STOPPED_CHILD,
+    STOP_DENIED,
 ];
 
 #[cfg(test)]

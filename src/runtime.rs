@@ -10,7 +10,7 @@
 
 use std::ptr::null_mut;
 use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU32, AtomicUsize,
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed},
 };
 
@@ -53,6 +53,32 @@ pub fn enter_child(pid: u32, row: Option<usize>) {
     NEXT_HINT.store((pid as usize).wrapping_mul(2654435761), Relaxed);
     TABLE_FULL_LOGGED.store(false, Relaxed);
     EXITING.store(false, Relaxed);
+    SERVER_STOP_SINCE.store(0, Relaxed);
+}
+
+/// When a server stop (not a graceful restart) reached this child (0: none).
+static SERVER_STOP_SINCE: AtomicU64 = AtomicU64::new(0);
+/// Worker/event (several connections per child), set at child_init.
+static THREADED: AtomicBool = AtomicBool::new(false);
+
+/// A server stop reached this child (async-signal-safe: one atomic store).
+pub fn note_server_stop(now_mono_ms: u64) {
+    let _ = SERVER_STOP_SINCE.compare_exchange(0, now_mono_ms.max(1), Relaxed, Relaxed);
+}
+
+pub fn server_stop_since() -> Option<u64> {
+    match SERVER_STOP_SINCE.load(Relaxed) {
+        0 => None,
+        t => Some(t),
+    }
+}
+
+pub fn set_threaded(threaded: bool) {
+    THREADED.store(threaded, Relaxed);
+}
+
+pub fn threaded() -> bool {
+    THREADED.load(Relaxed)
 }
 
 /// The child is exiting (async-signal-safe: one atomic store).

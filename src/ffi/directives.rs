@@ -80,3 +80,9 @@ directive!(rescue, global_only = true, |c, v| c.rescue =
 directive!(hung_child_timeout, global_only = true, |c, v| c
     .hung_child_timeout_ms =
     Some(config::parse_hung_child_timeout(v)?));
+directive!(abandoned_timeout, global_only = false, |c, v| c
+    .abandoned_timeout_ms =
+    Some(config::parse_abandoned_timeout(v)?));
+directive!(graceful_deadline, global_only = true, |c, v| c
+    .graceful_deadline_ms =
+    Some(config::parse_graceful_deadline(v)?));

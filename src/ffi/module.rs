@@ -32,7 +32,7 @@ const fn take1(
     }
 }
 
-static COMMANDS: CommandTable<7> = CommandTable([
+static COMMANDS: CommandTable<9> = CommandTable([
     take1(c"SocketGuardAutoClose", directives::auto_close,
         c"On | Off | Report - what to do with a connection stuck in CLOSE_WAIT past the timeout (default Off)"),
     take1(c"SocketGuardCloseWaitTimeout", directives::close_wait_timeout,
@@ -45,6 +45,10 @@ static COMMANDS: CommandTable<7> = CommandTable([
         c"On | Off - let the parent close CLOSE_WAIT sockets held by hung children or other processes (default On); server config only"),
     take1(c"SocketGuardHungChildTimeout", directives::hung_child_timeout,
         c"duration after which a child whose guard has not checked in is treated as hung, min 1s (default 10s); server config only"),
+    take1(c"SocketGuardAbandonedTimeout", directives::abandoned_timeout,
+        c"Off | duration (min 100ms): once a connection's client is gone, stop its handler's work (CGI, prefork child) after this long (default Off)"),
+    take1(c"SocketGuardGracefulDeadline", directives::graceful_deadline,
+        c"Off | duration (min 1s): after a graceful restart, end an old child holding only abandoned or idle connections after this long (default Off); server config only"),
     // SAFETY-free terminator: Apache stops at the first entry with a null name.
     b::command_rec {
         name: null(),
@@ -75,7 +79,7 @@ pub static mut socket_guard_module: b::module = b::module {
     merge_dir_config: None,
     create_server_config: Some(server_conf::create),
     merge_server_config: Some(server_conf::merge),
-    cmds: &COMMANDS.0 as *const [b::command_rec; 7] as *const b::command_rec,
+    cmds: &COMMANDS.0 as *const [b::command_rec; 9] as *const b::command_rec,
     register_hooks: Some(register_hooks),
     // Without ALWAYS_MERGE, a vhost that uses none of our directives shares the main server's
     // config struct, and the per-server vhost index written at post_config would collide.
@@ -132,6 +136,7 @@ unsafe extern "C" fn register_hooks(_p: *mut b::apr_pool_t) {
                 b::APR_HOOK_LAST,
             );
             b::ap_hook_handler(Some(status_handler::handler), null(), null(), middle);
+            register_child_stopping();
             // mod_status's optional hook: our section on /server-status, if mod_status loads.
             b::apr_optional_hook_add(
                 c"status_hook".as_ptr(),
@@ -145,4 +150,32 @@ unsafe extern "C" fn register_hooks(_p: *mut b::apr_pool_t) {
             );
         }
     })
+}
+
+/// `ap_hook_child_stopping` exists from httpd 2.4.49 on. It is looked up at run time so the
+/// module still loads into an older httpd, which then only lacks the prompt stop.
+fn register_child_stopping() {
+    type Register = unsafe extern "C" fn(
+        Option<unsafe extern "C" fn(*mut b::apr_pool_t, std::ffi::c_int)>,
+        *const *const c_char,
+        *const *const c_char,
+        std::ffi::c_int,
+    );
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol up.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ap_hook_child_stopping".as_ptr()) };
+    if sym.is_null() {
+        return;
+    }
+    // SAFETY: httpd declares ap_hook_child_stopping with exactly this signature
+    // (AP_DECLARE_HOOK(void, child_stopping, (apr_pool_t *, int)) in mpm_common.h), and it is
+    // called during register_hooks as the hook API requires.
+    unsafe {
+        let register: Register = std::mem::transmute::<*mut c_void, Register>(sym);
+        register(
+            Some(super::hooks::lifecycle::child_stopping),
+            null(),
+            null(),
+            b::APR_HOOK_MIDDLE,
+        );
+    }
 }

@@ -7,9 +7,11 @@
 //! next tick or the earliest deadline, whichever is first, so a close happens within
 //! milliseconds of the timeout once the connection is known to be in CLOSE_WAIT.
 
+pub mod abandon;
 pub mod act;
 pub mod election;
 pub mod scan;
+pub mod stopper;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -26,6 +28,9 @@ pub struct Child {
     pub pid: u32,
     pub row: usize,
     pub log: LogSink,
+    /// Worker/event (many connections per child) rather than prefork.
+    pub threaded: bool,
+    pub generation: u64,
 }
 
 /// Starts the guard loop in a detached thread. Signals are blocked in the thread so that
@@ -45,7 +50,7 @@ pub fn start(
             // A panic here must not pass silently: log it; the child keeps serving,
             // only without its guard.
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Guard::new(table, child).run(exiting)
+                Guard::new(table, child, exiting).run()
             }));
             if run.is_err() {
                 (child.log)(Severity::Error, messages::PANIC_CAUGHT, &format!(
@@ -60,6 +65,12 @@ pub fn start(
 struct Guard {
     table: SharedTable,
     child: Child,
+    exiting: &'static AtomicBool,
+    procs: stopper::RealProcesses,
+    /// Some connection of this child may be abandoned: run the abandoned-work pass.
+    watch_abandoned: bool,
+    /// Earliest step of the abandoned-work pass still to come.
+    stop_deadline: Option<u64>,
     diag: Option<DiagSocket>,
     diag_failed: bool,
     scanning: bool,
@@ -68,10 +79,14 @@ struct Guard {
 }
 
 impl Guard {
-    fn new(table: SharedTable, child: Child) -> Guard {
+    fn new(table: SharedTable, child: Child, exiting: &'static AtomicBool) -> Guard {
         Guard {
             table,
             child,
+            exiting,
+            procs: stopper::RealProcesses::new(child.pid, child.log),
+            watch_abandoned: false,
+            stop_deadline: None,
             diag: None,
             diag_failed: false,
             scanning: false,
@@ -100,8 +115,8 @@ impl Guard {
         self.diag.as_mut()
     }
 
-    fn run(&mut self, exiting: &AtomicBool) {
-        while !exiting.load(Relaxed) {
+    fn run(&mut self) {
+        while !self.exiting.load(Relaxed) {
             let now = mono_ms();
             let interval = self.interval_ms();
             self.table.check_in(self.child.row, now);
@@ -122,8 +137,12 @@ impl Guard {
                 self.scanning = false;
             }
             self.act_if_needed();
+            self.stop_abandoned_work();
             let next_tick = now + interval;
-            let wake = self.deadline.map_or(next_tick, |d| d.min(next_tick));
+            let wake = [self.deadline, self.stop_deadline]
+                .into_iter()
+                .flatten()
+                .fold(next_tick, u64::min);
             let wait = wake.saturating_sub(mono_ms()).max(1);
             std::thread::sleep(Duration::from_millis(wait));
         }
@@ -183,8 +202,56 @@ impl Guard {
         for e in events {
             log_event(self.child.log, &e);
         }
+        self.watch_abandoned = true;
+    }
+
+    /// The abandoned-work pass (see `abandon`): runs while some connection of this child may
+    /// be abandoned, and checks the graceful-restart deadline of an old-generation child.
+    fn stop_abandoned_work(&mut self) {
+        let now = mono_ms();
+        let mut events = Vec::new();
+        let mut end = abandon::graceful_deadline(
+            &self.table,
+            self.child.pid,
+            self.child.generation,
+            now,
+            &mut self.procs,
+            &mut events,
+        );
+        if end.is_none() && (self.watch_abandoned || self.stop_deadline.is_some_and(|d| now >= d)) {
+            let d = abandon::stop_abandoned(
+                &self.table,
+                self.child.pid,
+                now,
+                self.child.threaded,
+                &mut self.procs,
+                &mut events,
+            );
+            self.stop_deadline = d.next;
+            self.watch_abandoned = d.next.is_some();
+            end = d.end_child;
+        }
+        if end.is_none() {
+            end = runtime_stop_overdue(now)
+                .then(|| abandon::Stopped::nothing(abandon::Why::ServerStop));
+        }
+        for ev in &events {
+            stopper::log_stopped(self.child.log, self.child.pid, ev);
+        }
+        if let Some(ev) = end {
+            stopper::end_this_child(&self.table, &self.child, &ev, self.exiting);
+        }
     }
 }
+
+/// A server stop began over `STOP_OVERDUE_MS` ago and this child still runs (a handler that
+/// is not a CGI holds a worker): end it before Apache's "still did not exit" at 3 s.
+fn runtime_stop_overdue(now: u64) -> bool {
+    matches!(crate::runtime::server_stop_since(), Some(t) if now >= t + STOP_OVERDUE_MS)
+}
+
+/// How long after a server stop began a child that still runs is ended by its guard.
+pub const STOP_OVERDUE_MS: u64 = 2_000;
 
 fn log_event(log: LogSink, e: &act::Event) {
     // A connection can be stuck before its first request was read: say so plainly.

@@ -1,3 +1,4 @@
 //! Thin, documented wrappers over the Linux interfaces the guard reads: /proc and sockets.
+pub mod process;
 pub mod procfs;
 pub mod socket;

@@ -72,6 +72,11 @@ fn load_addr(ip: &[AtomicU32; 4], port: &AtomicU32) -> SocketAddr {
     SocketAddr::new(ip, (p & 0xffff) as u16)
 }
 
+/// The client address recorded in `slot`.
+pub fn client_of(slot: &Slot) -> SocketAddr {
+    load_addr(&slot.client_ip, &slot.client_port)
+}
+
 impl Slot {
     /// Records the socket's identity at accept time (owner only, before publishing a state).
     pub fn set_socket(

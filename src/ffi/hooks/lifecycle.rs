@@ -75,6 +75,7 @@ pub unsafe extern "C" fn post_config(
             }
             Ok(Outcome::Reused(t)) => {
                 let generation = t.header().generation.fetch_add(1, Relaxed) + 1;
+                t.header().restart_mono_ms.store(mono_ms(), Relaxed);
                 log::notice(s, messages::TABLE_REUSED, &format!(
                     "restart: connection table kept ({nslots} slots), counters continue, generation {generation}"
                 ));
@@ -107,6 +108,8 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
     h.scan_interval_ms.store(main.scan_interval_ms(), Relaxed);
     h.hung_child_timeout_ms
         .store(main.hung_child_timeout_ms(), Relaxed);
+    h.graceful_deadline_ms
+        .store(main.graceful_deadline_ms(), Relaxed);
     let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
     // post_config and not modified while hooks run; we only read addresses from it.
@@ -160,6 +163,8 @@ unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
                     row.auto_close.store(conf.auto_close() as u32, Relaxed);
                     row.close_wait_timeout_ms
                         .store(conf.close_wait_timeout_ms(), Relaxed);
+                    row.abandoned_timeout_ms
+                        .store(conf.abandoned_timeout_ms(), Relaxed);
                 }
             }
             cur = sr.next;
@@ -222,11 +227,13 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
         let generation = table.header().generation.load(Relaxed);
         let row = table.claim_child(pid, generation, start_time, mono_ms());
         runtime::enter_child(pid, row);
+        let threaded = mpm_query(b::AP_MPMQ_IS_THREADED) != b::AP_MPMQ_NOT_SUPPORTED;
+        runtime::set_threaded(threaded);
         match row {
             None => log::warn(s, messages::CHILD_TABLE_FULL, &format!(
                 "no free child row for pid {pid}: its guard does not run and it shows no check-ins"
             )),
-            Some(row) => match guard::start(table, Child { pid, row, log: log::sink }, runtime::exiting_flag()) {
+            Some(row) => match guard::start(table, Child { pid, row, log: log::sink, threaded, generation }, runtime::exiting_flag()) {
                 Ok(()) => {
                     log::debug(s, messages::GUARD_STARTED, &format!("guard thread started in pid {pid} (generation {generation})"));
                 }
@@ -258,6 +265,33 @@ unsafe extern "C" fn child_exit(_data: *mut c_void) -> b::apr_status_t {
     guarded("child exit", 0, || {
         runtime::on_child_exit();
         0
+    })
+}
+
+/// `child_stopping` (httpd 2.4.49+): the child is about to stop. `graceful == 0` is a stop or
+/// an ungraceful restart, where every request in flight is abandoned by definition and Apache
+/// kills the child 3 s later anyway: end the requests' CGIs now so the child can exit at once.
+///
+/// Prefork calls this from `clean_child_exit`, often inside its SIGTERM handler: there only an
+/// atomic store happens (its parent signals the whole process group at a stop, CGIs included).
+/// Worker/event call it from the child's main thread, where blocking up to a second is fine.
+pub unsafe extern "C" fn child_stopping(_pchild: *mut b::apr_pool_t, graceful: c_int) {
+    guarded("child_stopping", (), || {
+        if graceful != 0 {
+            return;
+        }
+        runtime::note_server_stop(mono_ms());
+        if !runtime::threaded() {
+            return;
+        }
+        if let Some(table) = runtime::table() {
+            guard::stopper::stop_cgis_at_server_stop(
+                &table,
+                runtime::pid(),
+                log::sink,
+                std::time::Duration::from_millis(1000),
+            );
+        }
     })
 }
 

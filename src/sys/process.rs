@@ -1,0 +1,233 @@
+//! Finding and signalling the processes that serve one connection (a CGI and its children),
+//! with the checks that make it safe to signal them.
+//!
+//! A process is only ever signalled if (1) the kernel's process tree puts it below this
+//! server's root parent, (2) its environment names the connection (`REMOTE_ADDR` and
+//! `REMOTE_PORT`, which mod_cgi and mod_cgid give every CGI and which its children inherit),
+//! and (3) it is still the same process when the signal goes out: the signal is sent through a
+//! pidfd opened first, after checking the process's start time through that pidfd's pid, so a
+//! pid reused in between can never be hit.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use super::procfs;
+
+/// One process, as /proc/<pid>/stat shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    /// With the pid, names the process for good (a reused pid has another start time).
+    pub start_time: u64,
+}
+
+/// Every process the kernel lists now (those that exit while we read are skipped).
+pub fn all() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let st = procfs::stat(pid)?;
+            (st.state != 'Z' && st.state != 'X').then_some(Proc {
+                pid,
+                ppid: st.ppid,
+                start_time: st.start_time,
+            })
+        })
+        .collect()
+}
+
+/// The processes below `root` in `procs` (children, their children, ...), `root` excluded.
+pub fn descendants_of(procs: &[Proc], root: u32) -> Vec<Proc> {
+    let mut found: Vec<Proc> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for p in procs.iter().filter(|p| p.ppid == parent && p.pid != root) {
+            if !found.iter().any(|f| f.pid == p.pid) {
+                found.push(*p);
+                frontier.push(p.pid);
+            }
+        }
+    }
+    found
+}
+
+/// Whether a NUL-separated environment block names the client `client`: `REMOTE_ADDR` is
+/// its address (an IPv4 client on an IPv6 listener may be written either way) and
+/// `REMOTE_PORT` its port.
+pub fn environ_names_client(environ: &[u8], client: SocketAddr) -> bool {
+    let mut addr_ok = false;
+    let mut port_ok = false;
+    for var in environ.split(|b| *b == 0) {
+        let Ok(var) = std::str::from_utf8(var) else {
+            continue;
+        };
+        if let Some(v) = var.strip_prefix("REMOTE_ADDR=") {
+            addr_ok = v.parse::<IpAddr>().is_ok_and(|ip| same_ip(ip, client.ip()));
+        } else if let Some(v) = var.strip_prefix("REMOTE_PORT=") {
+            port_ok = v.parse::<u16>() == Ok(client.port());
+        }
+    }
+    addr_ok && port_ok
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+/// The environment block a process started with. Readable for processes of our own user that
+/// are dumpable (a CGI after exec is); EACCES otherwise (e.g. suexec runs it as another user).
+pub fn environ(pid: u32) -> io::Result<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+}
+
+/// Why a process could not be signalled.
+#[derive(Debug)]
+pub enum SignalError {
+    /// It exited, or its pid now names another process: nothing to do.
+    Gone,
+    /// The kernel refused (another user, e.g. suexec): say so once.
+    Denied,
+    Other(io::Error),
+}
+
+/// Sends `sig` to `p` if it is still the same process (pid and start time).
+pub fn signal_verified(p: &Proc, sig: i32) -> Result<(), SignalError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => SignalError::Gone,
+            _ => SignalError::Other(io::Error::last_os_error()),
+        });
+    }
+    // SAFETY: `fd` is the fresh pidfd we own; OwnedFd closes it on every path.
+    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // The pidfd pins the process: if the start time still matches now, it is the one we found.
+    match procfs::stat(p.pid) {
+        Some(st) if st.start_time == p.start_time && st.state != 'Z' => {}
+        _ => return Err(SignalError::Gone),
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with our pidfd, a signal number, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::ESRCH) => SignalError::Gone,
+        Some(libc::EPERM) => SignalError::Denied,
+        _ => SignalError::Other(e),
+    })
+}
+
+/// Whether `p` still runs (same pid and start time, not a zombie).
+pub fn is_running(p: &Proc) -> bool {
+    procfs::is_alive(p.pid, p.start_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, ppid: u32) -> Proc {
+        Proc {
+            pid,
+            ppid,
+            start_time: 1,
+        }
+    }
+
+    #[test]
+    fn descendants_follow_the_tree_and_nothing_else() {
+        let procs = [
+            p(1, 0),
+            p(10, 1),
+            p(11, 10),
+            p(12, 11),
+            p(20, 1),
+            p(30, 99),
+            p(13, 10),
+        ];
+        let mut d: Vec<u32> = descendants_of(&procs, 10).iter().map(|p| p.pid).collect();
+        d.sort();
+        assert_eq!(d, vec![11, 12, 13]);
+        assert!(descendants_of(&procs, 12).is_empty());
+        // A cycle in hostile input does not loop for ever.
+        let cyc = [p(5, 6), p(6, 5)];
+        assert_eq!(descendants_of(&cyc, 5).len(), 1);
+    }
+
+    #[test]
+    fn environ_must_name_address_and_port() {
+        let c: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let env = b"PATH=/bin\0REMOTE_ADDR=127.0.0.1\0REMOTE_PORT=40000\0SERVER_PORT=80\0";
+        assert!(environ_names_client(env, c));
+        assert!(environ_names_client(
+            b"REMOTE_PORT=40000\0REMOTE_ADDR=::ffff:127.0.0.1",
+            c
+        ));
+        assert!(!environ_names_client(
+            b"REMOTE_ADDR=127.0.0.1\0REMOTE_PORT=40001\0",
+            c
+        ));
+        assert!(!environ_names_client(
+            b"REMOTE_ADDR=127.0.0.2\0REMOTE_PORT=40000\0",
+            c
+        ));
+        assert!(!environ_names_client(b"REMOTE_ADDR=127.0.0.1\0", c));
+        assert!(!environ_names_client(
+            b"XREMOTE_ADDR=127.0.0.1\0REMOTE_PORT=40000",
+            c
+        ));
+        assert!(!environ_names_client(b"\xff\xfe\0\0", c));
+    }
+
+    #[test]
+    fn signals_only_the_same_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let st = procfs::stat(child.id()).unwrap();
+        let me = Proc {
+            pid: child.id(),
+            ppid: std::process::id(),
+            start_time: st.start_time,
+        };
+        // A different start time means another process with the same pid: refused.
+        let other = Proc {
+            start_time: st.start_time + 1,
+            ..me
+        };
+        assert!(matches!(
+            signal_verified(&other, libc::SIGTERM),
+            Err(SignalError::Gone)
+        ));
+        assert!(is_running(&me));
+        // Signal 0 probes without effect; then a real SIGTERM ends it.
+        signal_verified(&me, 0).unwrap();
+        signal_verified(&me, libc::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(matches!(
+            signal_verified(&me, libc::SIGTERM),
+            Err(SignalError::Gone)
+        ));
+        assert!(descendants_of(&all(), std::process::id())
+            .iter()
+            .all(|p| p.pid != me.pid));
+    }
+}
