@@ -21,6 +21,8 @@ use crate::table::SharedTable;
 
 /// Between SIGTERM and SIGKILL to a CGI, and between SIGKILL and ending the child.
 pub const GRACE_MS: u64 = 2_000;
+/// How often a child that waits only for its live connections to finish looks again.
+pub const RECHECK_MS: u64 = 250;
 
 /// Finding and signalling the processes that serve a connection (real: `sys::process`).
 pub trait Processes {
@@ -172,6 +174,10 @@ pub fn stop_abandoned(
     }
     if wants_end.is_some() && (!threaded || !live) {
         d.end_child = wants_end;
+    } else if wants_end.is_some() {
+        // A live connection keeps the child alive: look again soon, it may finish.
+        let again = now + RECHECK_MS;
+        d.next = Some(d.next.map_or(again, |n| n.min(again)));
     }
     d
 }
@@ -451,6 +457,11 @@ mod tests {
         let mut procs = FakeProcs::default();
         let d = stop_abandoned(&t, 5, 20_000, true, &mut procs, &mut Vec::new());
         assert!(d.end_child.is_none());
+        assert_eq!(
+            d.next,
+            Some(20_000 + RECHECK_MS),
+            "looks again while it waits"
+        );
         // Idle keep-alive connections do not keep it alive.
         t.set_state(live, ConnState::Keepalive, 0);
         let d = stop_abandoned(&t, 5, 20_000, true, &mut procs, &mut Vec::new());

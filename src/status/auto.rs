@@ -55,6 +55,7 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "SlotsTotal: {}", s.slots_total);
     let _ = writeln!(o, "SlotsUsed: {}", s.slots_used);
     let _ = writeln!(o, "ScanIntervalMs: {}", s.scan_interval_ms);
+    let _ = writeln!(o, "GracefulDeadlineMs: {}", s.graceful_deadline_ms);
     let _ = writeln!(o, "Accepted: {}", t.accepted);
     let _ = writeln!(o, "Requests: {}", t.requests);
     let _ = writeln!(o, "Closed: {}", t.closed);
@@ -68,6 +69,8 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "Reported: {}", t.reported);
     let _ = writeln!(o, "Reclaimed: {}", t.reclaimed);
     let _ = writeln!(o, "Untracked: {}", t.untracked);
+    let _ = writeln!(o, "StoppedCgi: {}", t.stopped_cgi);
+    let _ = writeln!(o, "StoppedChild: {}", t.stopped_child);
     let k = &s.kernel;
     let view = if k.available {
         "available"
@@ -92,6 +95,7 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "LastScanUs: {}", sc.last_scan_us);
     let _ = writeln!(o, "LastScanAgeMs: {}", sc.last_scan_age_ms);
     let _ = writeln!(o, "ForceClosedHeld: {}", force_closed_held(s));
+    let _ = writeln!(o, "AbandonedNow: {}", t.abandoned_now);
     let h = &s.close_wait_histogram;
     let _ = writeln!(o, "CloseWaitSecondsCount: {}", h.count());
     let _ = writeln!(o, "CloseWaitSecondsSum: {}", float_fixed(h.sum_secs, 3));
@@ -99,7 +103,8 @@ pub fn render(s: &Snapshot) -> String {
         let _ = writeln!(
             o,
             "Vhost: {}:{} AutoClose={} TimeoutMs={} Accepted={} Open={} CloseWait={} \
-             ForceClosedGuard={} ForceClosedRescue={} Reported={}",
+             ForceClosedGuard={} ForceClosedRescue={} Reported={} AbandonedTimeoutMs={} \
+             StoppedCgi={} StoppedChild={}",
             auto_token(&v.name),
             v.port,
             v.auto_close.name(),
@@ -109,7 +114,10 @@ pub fn render(s: &Snapshot) -> String {
             v.close_wait_now,
             v.force_closed_guard,
             v.force_closed_rescue,
-            v.reported
+            v.reported,
+            v.abandoned_timeout_ms,
+            v.stopped_cgi,
+            v.stopped_child
         );
     }
     for c in &s.children {
@@ -211,12 +219,14 @@ mod tests {
         let first: Vec<&str> = vh[0].split(' ').collect();
         assert_eq!(first[0], "evil_<b>\"host\"</b>\\_SlotsTotal:_0:80");
         assert_eq!(first[1], "AutoClose=On");
-        assert_eq!(first.len(), 9);
+        assert_eq!(first.len(), 12);
         assert_eq!(
             vh[1],
             "www.example.com:443 AutoClose=Report TimeoutMs=500 Accepted=400 Open=2 \
-             CloseWait=0 ForceClosedGuard=1 ForceClosedRescue=1 Reported=5"
+             CloseWait=0 ForceClosedGuard=1 ForceClosedRescue=1 Reported=5 \
+             AbandonedTimeoutMs=2500 StoppedCgi=14 StoppedChild=3"
         );
+        assert!(vh[0].ends_with(" AbandonedTimeoutMs=0 StoppedCgi=0 StoppedChild=0"));
         assert_eq!(
             get(&kv, "Child"),
             vec![
@@ -272,6 +282,63 @@ mod tests {
     }
 
     #[test]
+    fn stopped_abandoned_and_graceful_deadline() {
+        let kv = lines(&render(&fixture::with_abandoned()));
+        let one = |k: &str| one(&kv, k);
+        assert_eq!(one("StoppedCgi"), "17");
+        assert_eq!(one("StoppedChild"), "19");
+        // The force-closed and the CLOSE_WAIT handler; not the keep-alive row.
+        assert_eq!(one("AbandonedNow"), "2");
+        assert_eq!(one("GracefulDeadlineMs"), "30000");
+        let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
+        let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
+        assert_eq!(at("GracefulDeadlineMs"), at("ScanIntervalMs") + 1);
+        assert_eq!(at("StoppedCgi"), at("Untracked") + 1);
+        assert_eq!(at("StoppedChild"), at("StoppedCgi") + 1);
+        assert_eq!(at("AbandonedNow"), at("ForceClosedHeld") + 1);
+        assert_eq!(
+            get(&lines(&render(&fixture::snapshot())), "AbandonedNow"),
+            ["0"]
+        );
+    }
+
+    #[test]
+    fn abandoned_counts_from_the_table() {
+        use crate::status::snapshot::{build, ServerInfo};
+        use crate::table::slot::{FLAG_ABANDONED, FLAG_CGI_TERM};
+        use crate::table::HeapTable;
+        use std::sync::atomic::Ordering::Relaxed;
+
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
+        let v = t.register_vhost("cgi.test", 80);
+        let row = t.vhost(v).unwrap();
+        row.abandoned_timeout_ms.store(5_000, Relaxed);
+        row.stopped_cgi.store(4, Relaxed);
+        row.stopped_child.store(1, Relaxed);
+        let c = &t.header().counters;
+        c.stopped_cgi.store(6, Relaxed);
+        c.stopped_child.store(2, Relaxed);
+        t.header().graceful_deadline_ms.store(45_000, Relaxed);
+        t.claim_child(7, 0, 1, 1).unwrap();
+        let h = heap.stuck_connection(7, v, 42, 10_000);
+        let s = t.owned(h).unwrap();
+        s.abandoned_since_mono_ms.store(11_000, Relaxed);
+        s.flags.fetch_or(FLAG_ABANDONED | FLAG_CGI_TERM, Relaxed);
+        let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
+        let kv = lines(&render(&snap));
+        assert_eq!(get(&kv, "StoppedCgi"), ["6"]);
+        assert_eq!(get(&kv, "StoppedChild"), ["2"]);
+        assert_eq!(get(&kv, "AbandonedNow"), ["1"]);
+        assert_eq!(get(&kv, "GracefulDeadlineMs"), ["45000"]);
+        let vh = get(&kv, "Vhost");
+        assert!(
+            vh[0].ends_with(" AbandonedTimeoutMs=5000 StoppedCgi=4 StoppedChild=1"),
+            "{vh:?}"
+        );
+    }
+
+    #[test]
     fn unavailable_kernel_and_empty_snapshot() {
         let kv = lines(&render(&Default::default()));
         assert_eq!(get(&kv, "KernelView"), vec!["unavailable"]);
@@ -282,5 +349,8 @@ mod tests {
         assert_eq!(get(&kv, "ScannerPid"), vec!["0"]);
         assert_eq!(get(&kv, "ForceClosedHeld"), vec!["0"]);
         assert_eq!(get(&kv, "KernelCloseWaitHung"), vec!["0"]);
+        assert_eq!(get(&kv, "StoppedCgi"), vec!["0"]);
+        assert_eq!(get(&kv, "AbandonedNow"), vec!["0"]);
+        assert_eq!(get(&kv, "GracefulDeadlineMs"), vec!["0"]);
     }
 }

@@ -16,7 +16,7 @@ const CSS: &str = "body{font-family:sans-serif;margin:1em 2em}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}\
 th,td{border:1px solid #999;padding:2px 6px;text-align:left}\
 th{background:#ddd}td.n{text-align:right}\
-tr.cw td{background:#fdd}tr.fc td{background:#fe9}.hung{color:#b00;font-weight:bold}\
+tr.cw td{background:#fdd}tr.fc td{background:#fe9}tr.ab td{background:#fec}.hung{color:#b00;font-weight:bold}\
 .headline{font-size:1.3em;font-weight:bold;padding:.3em .6em;display:inline-block}\
 .headline.cw{background:#fdd;border:2px solid #b00}.headline.ok{background:#dfd}\
 .verdict{font-size:1.1em;margin-top:0}.verdict.leak{color:#b00;font-weight:bold}\
@@ -79,6 +79,7 @@ fn summary(o: &mut String, s: &Snapshot) {
         format!("Restart generation: {}", s.generation),
         format!("Slots: {} used of {}", s.slots_used, s.slots_total),
         format!("Scan interval: {} s", ms_as_secs(s.scan_interval_ms)),
+        format!("Graceful deadline: {}", off_or_secs(s.graceful_deadline_ms)),
         format!(
             "Connections: {} accepted, {} requests, {} closed, {} open ({})",
             t.accepted,
@@ -96,12 +97,27 @@ fn summary(o: &mut String, s: &Snapshot) {
             "Force-closed, handler still running: {}",
             force_closed_held(s)
         ),
+        format!("Abandoned handlers now: {}", t.abandoned_now),
+        format!(
+            "Abandoned work stopped: {} CGI, {}",
+            t.stopped_cgi,
+            plural(t.stopped_child, "child", "children")
+        ),
     ];
     o.push_str("<dl>\n");
     for item in items {
         let _ = writeln!(o, "<dt>{item}</dt>");
     }
     o.push_str("</dl>\n");
+}
+
+/// A duration setting where 0 means Off: "Off" or "30 s".
+fn off_or_secs(ms: u64) -> String {
+    if ms == 0 {
+        "Off".to_string()
+    } else {
+        format!("{} s", ms_as_secs(ms))
+    }
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -148,6 +164,15 @@ fn headline(o: &mut String, s: &Snapshot) {
             o,
             "<p class=\"hung\">{} held outside Apache (see Kernel view)</p>",
             plural(leaked, "leaked socket", "leaked sockets")
+        );
+    }
+    let abandoned = s.totals.abandoned_now;
+    if abandoned > 0 {
+        let _ = writeln!(
+            o,
+            "<p class=\"hung\" id=\"abandoned-now\">{} still running for a client that is \
+             gone (see Connections)</p>",
+            plural(abandoned, "abandoned handler", "abandoned handlers")
         );
     }
 }
@@ -201,6 +226,8 @@ fn vhosts(o: &mut String, rows: &[VhostRow]) {
             "Force-closed (guard)",
             "Rescued (parent)",
             "Reported",
+            "Abandoned timeout",
+            "Stopped (CGI / child)",
         ],
     );
     for v in rows {
@@ -218,6 +245,8 @@ fn vhosts(o: &mut String, rows: &[VhostRow]) {
                 num(v.force_closed_guard),
                 num(v.force_closed_rescue),
                 num(v.reported),
+                num(off_or_secs(v.abandoned_timeout_ms)),
+                num(format!("{} / {}", v.stopped_cgi, v.stopped_child)),
             ],
         );
     }
@@ -275,6 +304,7 @@ fn connections(o: &mut String, s: &Snapshot) {
             "Age (s)",
             "In CLOSE_WAIT (s)",
             "Class",
+            "Abandoned",
             "Requests",
             "Method",
             "Path",
@@ -292,9 +322,20 @@ fn conn_row(o: &mut String, c: &ConnRow) {
     let (row_class, state) = match c.state {
         ConnState::CloseWait => (Some("cw"), c.state.name()),
         ConnState::ForceClosed => (Some("fc"), "force-closed (handler still running)"),
+        _ if c.abandoned_ms.is_some() => (Some("ab"), c.state.name()),
         _ => (None, c.state.name()),
     };
     let class = c.class.map_or("-", CloseWaitClass::name);
+    // "12.3 s (CGI SIGTERM)"; empty while the client is there.
+    let mut abandoned = c
+        .abandoned_ms
+        .map_or_else(String::new, |ms| format!("{} s", ms_as_secs(ms)));
+    if let Some(stop) = c.stopped {
+        if !abandoned.is_empty() {
+            abandoned.push(' ');
+        }
+        let _ = write!(abandoned, "({})", stop.label());
+    }
     row(
         o,
         row_class,
@@ -307,6 +348,7 @@ fn conn_row(o: &mut String, c: &ConnRow) {
             num(ms_as_secs(c.age_ms)),
             num(in_cw),
             txt(class.to_string()),
+            txt(abandoned),
             num(c.requests),
             txt(e(&c.method)),
             txt(format!("<code>{}</code>", e(&c.path))),
@@ -581,7 +623,9 @@ mod tests {
     #[test]
     fn class_column_and_force_closed_row() {
         let p = page();
-        assert!(p.contains("<th>In CLOSE_WAIT (s)</th><th>Class</th><th>Requests</th>"));
+        assert!(p.contains(
+            "<th>In CLOSE_WAIT (s)</th><th>Class</th><th>Abandoned</th><th>Requests</th>"
+        ));
         let rows = conn_rows(&p);
         assert!(rows[0].contains("<td class=\"n\">45.5</td><td>stuck</td>"));
         assert!(rows[1].contains("<td class=\"n\">1.2</td><td>hung</td>"));
@@ -597,8 +641,71 @@ mod tests {
         assert!(p.contains("<dt>Force-closed, handler still running: 1</dt>"));
         // Every row has as many cells as the header.
         for r in &rows {
-            assert_eq!(r.matches("<td").count(), 11, "{r}");
+            assert_eq!(r.matches("<td").count(), 12, "{r}");
         }
+    }
+
+    #[test]
+    fn abandoned_column_rows_and_summary() {
+        let p = render(&fixture::with_abandoned(), None);
+        let rows = conn_rows(&p);
+        assert_eq!(rows.len(), 6);
+        // CLOSE_WAIT rows first (the hostile one is abandoned too), then the abandoned ones
+        // with their method and path, then the rest.
+        assert!(
+            rows[0].contains("<td>stuck</td><td>15 s (CGI SIGKILL)</td>"),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[1].contains("/cw-short") && rows[1].contains("<td>hung</td><td></td>"));
+        assert!(rows[2].starts_with(" class=\"fc\">"), "{}", rows[2]);
+        assert!(
+            rows[2].contains("<td>-</td><td>12.3 s (CGI SIGTERM)</td>"),
+            "{}",
+            rows[2]
+        );
+        assert!(rows[2]
+            .contains("<td>GET</td><td><code>/cgi-bin/&lt;slow&gt;&amp;&quot;x&quot;</code></td>"));
+        assert!(rows[3].starts_with(" class=\"ab\">") && rows[3].contains("<td>keepalive</td>"));
+        assert!(rows[3].contains("<td>-</td><td>2 s</td>"), "{}", rows[3]);
+        assert!(rows[4].starts_with('>') && rows[4].contains("<td>handling</td>"));
+        assert!(rows[4].contains("<td>-</td><td></td>"));
+        for r in &rows {
+            assert_eq!(r.matches("<td").count(), 12, "{r}");
+        }
+        assert!(!p.contains("<slow>"));
+        assert!(p.contains("<dt>Abandoned handlers now: 2</dt>"));
+        assert!(p.contains("<dt>Abandoned work stopped: 17 CGI, 19 children</dt>"));
+        assert!(p.contains("<dt>Graceful deadline: 30 s</dt>"));
+        assert!(p.contains(
+            "<p class=\"hung\" id=\"abandoned-now\">2 abandoned handlers still running for a \
+             client that is gone (see Connections)</p>"
+        ));
+        assert!(!page().contains("id=\"abandoned-now\""));
+        assert!(page().contains("<dt>Abandoned handlers now: 0</dt>"));
+        let mut s = fixture::snapshot();
+        s.graceful_deadline_ms = 0;
+        s.totals.stopped_child = 1;
+        let p = render(&s, None);
+        assert!(p.contains("<dt>Graceful deadline: Off</dt>"));
+        assert!(p.contains("<dt>Abandoned work stopped: 17 CGI, 1 child</dt>"));
+    }
+
+    #[test]
+    fn vhost_abandoned_timeout_and_stopped_columns() {
+        let p = page();
+        let v = &p[p.find("<h2>Virtual hosts</h2>").unwrap()..];
+        let v = &v[..v.find("</table>").unwrap()];
+        assert!(v.contains(
+            "<th>Reported</th><th>Abandoned timeout</th><th>Stopped (CGI / child)</th></tr>"
+        ));
+        // Off when 0; otherwise seconds.
+        assert!(v.contains(
+            "<td class=\"n\">0</td><td class=\"n\">Off</td><td class=\"n\">0 / 0</td></tr>"
+        ));
+        assert!(v.contains(
+            "<td class=\"n\">5</td><td class=\"n\">2.5 s</td><td class=\"n\">14 / 3</td></tr>"
+        ));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! numbers are integers or `escape::float` (finite decimals), so the output is valid JSON for
 //! any snapshot.
 
-use super::escape::{float, json_string as js};
+use super::escape::{float, json_string as js, ms_as_secs};
 use super::model::{ChildRow, CloseWaitClass, ConnRow, LeakedSocket, Snapshot, VhostRow};
 use super::open_in;
 use crate::table::state::ConnState;
@@ -37,7 +37,8 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 fn server(s: &Snapshot) -> String {
     format!(
         "{{\"version\":{},\"mpm\":{},\"module_version\":{},\"uptime_seconds\":{},\
-         \"generation\":{},\"slots_total\":{},\"slots_used\":{},\"scan_interval_ms\":{}}}",
+         \"generation\":{},\"slots_total\":{},\"slots_used\":{},\"scan_interval_ms\":{},\
+         \"graceful_deadline_ms\":{}}}",
         js(&s.server_version),
         js(&s.mpm),
         js(&s.module_version),
@@ -45,7 +46,8 @@ fn server(s: &Snapshot) -> String {
         s.generation,
         s.slots_total,
         s.slots_used,
-        s.scan_interval_ms
+        s.scan_interval_ms,
+        s.graceful_deadline_ms
     )
 }
 
@@ -60,7 +62,8 @@ fn totals(s: &Snapshot) -> String {
     format!(
         "{{\"accepted\":{},\"requests\":{},\"closed\":{},\"open\":{},\"open_by_state\":{{{}}},\
          \"close_wait_now\":{},\"force_closed_guard\":{},\"force_closed_rescue\":{},\
-         \"reported\":{},\"reclaimed\":{},\"untracked\":{}}}",
+         \"reported\":{},\"reclaimed\":{},\"untracked\":{},\"stopped_cgi\":{},\
+         \"stopped_child\":{},\"abandoned_now\":{}}}",
         t.accepted,
         t.requests,
         t.closed,
@@ -71,7 +74,10 @@ fn totals(s: &Snapshot) -> String {
         t.force_closed_rescue,
         t.reported,
         t.reclaimed,
-        t.untracked
+        t.untracked,
+        t.stopped_cgi,
+        t.stopped_child,
+        t.abandoned_now
     )
 }
 
@@ -79,7 +85,8 @@ fn vhost(v: &VhostRow) -> String {
     format!(
         "{{\"name\":{},\"port\":{},\"auto_close\":\"{}\",\"close_wait_timeout_ms\":{},\
          \"accepted\":{},\"open\":{},\"close_wait_now\":{},\"force_closed_guard\":{},\
-         \"force_closed_rescue\":{},\"reported\":{}}}",
+         \"force_closed_rescue\":{},\"reported\":{},\"abandoned_timeout_ms\":{},\
+         \"stopped_cgi\":{},\"stopped_child\":{}}}",
         js(&v.name),
         v.port,
         v.auto_close.name(),
@@ -89,7 +96,10 @@ fn vhost(v: &VhostRow) -> String {
         v.close_wait_now,
         v.force_closed_guard,
         v.force_closed_rescue,
-        v.reported
+        v.reported,
+        v.abandoned_timeout_ms,
+        v.stopped_cgi,
+        v.stopped_child
     )
 }
 
@@ -105,10 +115,12 @@ fn conn(c: &ConnRow) -> String {
     let class = c
         .class
         .map_or_else(|| "null".to_string(), |k| format!("\"{}\"", k.name()));
+    // Stop names are fixed ASCII identifiers; seconds are exact decimals (valid JSON numbers).
+    let stopped = c.stopped.map_or("", |k| k.name());
     format!(
         "{{\"pid\":{},\"client\":{},\"local_port\":{},\"vhost\":{},\"state\":\"{}\",\
          \"age_ms\":{},\"close_wait_ms\":{},\"class\":{},\"requests\":{},\"method\":{},\
-         \"path\":{}}}",
+         \"path\":{},\"abandoned\":{},\"abandoned_seconds\":{},\"stopped\":\"{}\"}}",
         c.pid,
         js(&c.client),
         c.local_port,
@@ -119,7 +131,10 @@ fn conn(c: &ConnRow) -> String {
         class,
         c.requests,
         js(&c.method),
-        js(&c.path)
+        js(&c.path),
+        c.abandoned_ms.is_some(),
+        ms_as_secs(c.abandoned_ms.unwrap_or(0)),
+        stopped
     )
 }
 
@@ -496,6 +511,51 @@ mod tests {
         assert_eq!(fc[0].get("class"), &V::Null);
         let out = render(&fixture::snapshot());
         assert!(!out.contains("<all>"));
+    }
+
+    #[test]
+    fn stopped_abandoned_and_graceful_deadline() {
+        let v = parse(&render(&fixture::with_abandoned())).unwrap();
+        let t = v.get("totals");
+        assert_eq!(t.get("stopped_cgi").num(), 17.0);
+        assert_eq!(t.get("stopped_child").num(), 19.0);
+        assert_eq!(t.get("abandoned_now").num(), 2.0);
+        assert_eq!(v.get("server").get("graceful_deadline_ms").num(), 30_000.0);
+        let vh = v.get("vhosts").arr();
+        assert_eq!(vh[0].get("abandoned_timeout_ms").num(), 0.0);
+        assert_eq!(vh[1].get("abandoned_timeout_ms").num(), 2_500.0);
+        assert_eq!(vh[1].get("stopped_cgi").num(), 14.0);
+        assert_eq!(vh[1].get("stopped_child").num(), 3.0);
+        // CLOSE_WAIT rows first, then the abandoned ones (longest first), then the rest.
+        let conns = v.get("connections").arr();
+        let order: Vec<(&str, bool)> = conns
+            .iter()
+            .map(|c| (c.get("state").str(), c.get("abandoned") == &V::Bool(true)))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("close_wait", true),
+                ("close_wait", false),
+                ("force_closed", true),
+                ("keepalive", true),
+                ("handling", false),
+                ("reading", false)
+            ]
+        );
+        assert_eq!(conns[0].get("abandoned_seconds").num(), 15.0);
+        assert_eq!(conns[0].get("stopped").str(), "cgi_kill");
+        assert_eq!(conns[2].get("abandoned_seconds").num(), 12.3);
+        assert_eq!(conns[2].get("stopped").str(), "cgi_term");
+        assert_eq!(conns[2].get("path").str(), fixture::ABANDONED_PATH);
+        assert_eq!(conns[3].get("abandoned_seconds").num(), 2.0);
+        assert_eq!(conns[3].get("stopped").str(), "");
+        assert_eq!(conns[4].get("abandoned"), &V::Bool(false));
+        assert_eq!(conns[4].get("abandoned_seconds").num(), 0.0);
+        assert_eq!(conns[4].get("stopped").str(), "");
+        let plain = parse(&render(&Default::default())).unwrap();
+        assert_eq!(plain.get("totals").get("abandoned_now").num(), 0.0);
+        assert_eq!(plain.get("server").get("graceful_deadline_ms").num(), 0.0);
     }
 
     #[test]

@@ -43,6 +43,8 @@ fn vhosts_by_label(s: &Snapshot) -> Vec<(String, VhostRow)> {
                 acc.force_closed_guard += v.force_closed_guard;
                 acc.force_closed_rescue += v.force_closed_rescue;
                 acc.reported += v.reported;
+                acc.stopped_cgi += v.stopped_cgi;
+                acc.stopped_child += v.stopped_child;
             }
             None => out.push((label, v.clone())),
         }
@@ -133,6 +135,31 @@ pub fn render(s: &Snapshot) -> String {
     for (l, v) in &vhosts {
         let _ = writeln!(o, "{P}reported_total{{vhost=\"{l}\"}} {}", v.reported);
     }
+    family(
+        &mut o,
+        "stopped_total",
+        "counter",
+        "Abandoned work stopped: the CGI of a request whose client is gone, or a child process.",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(
+            o,
+            "{P}stopped_total{{vhost=\"{l}\",what=\"cgi\"}} {}",
+            v.stopped_cgi
+        );
+        let _ = writeln!(
+            o,
+            "{P}stopped_total{{vhost=\"{l}\",what=\"child\"}} {}",
+            v.stopped_child
+        );
+    }
+    scalar(
+        &mut o,
+        "abandoned_connections",
+        "gauge",
+        "Connections whose client is gone while their handler still runs.",
+        t.abandoned_now,
+    );
     scalar(
         &mut o,
         "reclaimed_total",
@@ -260,6 +287,19 @@ pub fn render(s: &Snapshot) -> String {
             ms_as_secs(v.close_wait_timeout_ms)
         );
     }
+    family(
+        &mut o,
+        "vhost_abandoned_timeout_seconds",
+        "gauge",
+        "SocketGuardAbandonedTimeout per virtual host (0 = Off).",
+    );
+    for (l, v) in &vhosts {
+        let _ = writeln!(
+            o,
+            "{P}vhost_abandoned_timeout_seconds{{vhost=\"{l}\"}} {}",
+            ms_as_secs(v.abandoned_timeout_ms)
+        );
+    }
     // A state set: one series per mode, 1 for the active one, so dashboards can filter on it.
     family(
         &mut o,
@@ -310,6 +350,13 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
         "SocketGuardScanInterval.",
         ms_as_secs(s.scan_interval_ms),
+    );
+    scalar(
+        &mut o,
+        "graceful_deadline_seconds",
+        "gauge",
+        "SocketGuardGracefulDeadline (0 = Off).",
+        ms_as_secs(s.graceful_deadline_ms),
     );
     let sc = &s.scanner;
     scalar(
@@ -672,6 +719,45 @@ mod tests {
             lines,
             vec!["socket_guard_reported_total{vhost=\"www.example.com:443\"} 10"]
         );
+    }
+
+    #[test]
+    fn stopped_total_and_abandoned_connections() {
+        let out = render(&fixture::with_abandoned());
+        assert_eq!(
+            find(&out, "socket_guard_stopped_total{"),
+            [
+                r#"socket_guard_stopped_total{vhost="evil <b>\"host\"</b>\\\nSlotsTotal: 0:80",what="cgi"} 0"#,
+                r#"socket_guard_stopped_total{vhost="evil <b>\"host\"</b>\\\nSlotsTotal: 0:80",what="child"} 0"#,
+                r#"socket_guard_stopped_total{vhost="www.example.com:443",what="cgi"} 14"#,
+                r#"socket_guard_stopped_total{vhost="www.example.com:443",what="child"} 3"#,
+            ]
+        );
+        for expected in [
+            "# TYPE socket_guard_stopped_total counter",
+            "# TYPE socket_guard_abandoned_connections gauge",
+            "socket_guard_abandoned_connections 2",
+            "socket_guard_graceful_deadline_seconds 30",
+            "socket_guard_vhost_abandoned_timeout_seconds{vhost=\"www.example.com:443\"} 2.5",
+        ] {
+            assert!(
+                out.lines().any(|l| l == expected),
+                "missing: {expected}\n{out}"
+            );
+        }
+        assert!(out.contains("# HELP socket_guard_stopped_total "));
+        // Duplicated labels are summed, like the other per-vhost counters.
+        let mut s = fixture::snapshot();
+        let dup = s.vhosts[1].clone();
+        s.vhosts.push(dup);
+        let out = render(&s);
+        assert!(out
+            .lines()
+            .any(|l| l
+                == r#"socket_guard_stopped_total{vhost="www.example.com:443",what="child"} 6"#));
+        let empty = render(&Default::default());
+        assert!(empty.contains("\nsocket_guard_abandoned_connections 0\n"));
+        assert!(empty.contains("\nsocket_guard_graceful_deadline_seconds 0\n"));
     }
 
     #[test]

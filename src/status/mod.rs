@@ -55,7 +55,34 @@ pub(crate) mod fixture {
             requests: 3,
             method: "GET".into(),
             path: path.into(),
+            abandoned_ms: None,
+            stopped: None,
         }
+    }
+
+    /// The path of the abandoned handler that is no longer in CLOSE_WAIT (`with_abandoned`).
+    pub const ABANDONED_PATH: &str = "/cgi-bin/<slow>&\"x\"";
+
+    /// The fixture with abandoned connections: the force-closed row (its CGI got SIGTERM
+    /// 12.3 s after the client was found gone) and the hostile CLOSE_WAIT row (SIGKILL), plus
+    /// an abandoned keep-alive row whose handler has returned (not counted in
+    /// `abandoned_now`).
+    pub fn with_abandoned() -> Snapshot {
+        let mut s = snapshot();
+        for c in &mut s.connections {
+            if c.state == ConnState::ForceClosed {
+                c.abandoned_ms = Some(12_300);
+                c.stopped = Some(Stop::CgiTerm);
+                c.path = ABANDONED_PATH.into();
+            } else if c.path == HOSTILE_PATH {
+                c.abandoned_ms = Some(15_000);
+                c.stopped = Some(Stop::CgiKill);
+            } else if c.state == ConnState::Keepalive {
+                c.abandoned_ms = Some(2_000);
+            }
+        }
+        s.totals.abandoned_now = 2;
+        s
     }
 
     /// The fixture with a different count in every class (stuck 5, hung 6, old_generation 7,
@@ -91,6 +118,7 @@ pub(crate) mod fixture {
             slots_total: 1024,
             slots_used: 4,
             scan_interval_ms: 1_000,
+            graceful_deadline_ms: 30_000,
             totals: Totals {
                 accepted: 1_000,
                 requests: 5_000,
@@ -108,6 +136,9 @@ pub(crate) mod fixture {
                 reported: 5,
                 reclaimed: 11,
                 untracked: 13,
+                stopped_cgi: 17,
+                stopped_child: 19,
+                abandoned_now: 0,
             },
             vhosts: vec![
                 VhostRow {
@@ -121,6 +152,9 @@ pub(crate) mod fixture {
                     force_closed_guard: 6,
                     force_closed_rescue: 2,
                     reported: 0,
+                    abandoned_timeout_ms: 0,
+                    stopped_cgi: 0,
+                    stopped_child: 0,
                 },
                 VhostRow {
                     name: "www.example.com".into(),
@@ -133,6 +167,9 @@ pub(crate) mod fixture {
                     force_closed_guard: 1,
                     force_closed_rescue: 1,
                     reported: 5,
+                    abandoned_timeout_ms: 2_500,
+                    stopped_cgi: 14,
+                    stopped_child: 3,
                 },
             ],
             children: vec![

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub slots_total: u64,
     pub slots_used: u64,
     pub scan_interval_ms: u64,
+    /// SocketGuardGracefulDeadline in ms (0: Off).
+    pub graceful_deadline_ms: u64,
     pub totals: Totals,
     pub vhosts: Vec<VhostRow>,
     pub children: Vec<ChildRow>,
@@ -132,6 +134,13 @@ pub struct Totals {
     pub reclaimed: u64,
     /// Connections served but not tracked because the table was full.
     pub untracked: u64,
+    /// Abandoned work stopped (SocketGuardAbandonedTimeout, GracefulDeadline, server stop):
+    /// CGI processes and child processes.
+    pub stopped_cgi: u64,
+    pub stopped_child: u64,
+    /// Listed connections whose client is gone (abandoned) while their handler still runs
+    /// (Apache's state is `handling`), force-closed ones included.
+    pub abandoned_now: u64,
 }
 
 impl Totals {
@@ -153,6 +162,11 @@ pub struct VhostRow {
     pub force_closed_guard: u64,
     pub force_closed_rescue: u64,
     pub reported: u64,
+    /// SocketGuardAbandonedTimeout in ms (0: Off).
+    pub abandoned_timeout_ms: u64,
+    /// Abandoned work of this vhost stopped: CGI processes and child processes.
+    pub stopped_cgi: u64,
+    pub stopped_child: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +197,37 @@ pub struct ConnRow {
     /// Method and path (no query string) of the current or last request; empty before the first.
     pub method: String,
     pub path: String,
+    /// How long ago the guard found its client gone (abandoned), if it did.
+    pub abandoned_ms: Option<u64>,
+    /// The stop taken against the request's work, if any.
+    pub stopped: Option<Stop>,
+}
+
+/// What was done to the work of an abandoned request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stop {
+    /// Its CGI processes were sent SIGTERM.
+    CgiTerm,
+    /// Its CGI processes were sent SIGKILL (after SIGTERM's grace).
+    CgiKill,
+}
+
+impl Stop {
+    /// The name in machine formats (JSON `stopped`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::CgiTerm => "cgi_term",
+            Stop::CgiKill => "cgi_kill",
+        }
+    }
+
+    /// For people (HTML).
+    pub fn label(self) -> &'static str {
+        match self {
+            Stop::CgiTerm => "CGI SIGTERM",
+            Stop::CgiKill => "CGI SIGKILL",
+        }
+    }
 }
 
 /// CLOSE_WAIT sockets on this server's listening ports as the kernel reports them.
@@ -241,7 +286,9 @@ impl Histogram {
 }
 
 impl Snapshot {
-    /// Connections in display order: CLOSE_WAIT first (longest first), then the rest by age.
+    /// Connections in display order: CLOSE_WAIT first (longest first), then abandoned ones
+    /// (longest abandoned first: handlers still running for a client that is gone), then the
+    /// rest by age.
     pub fn sorted_connections(&self) -> Vec<&ConnRow> {
         let mut rows: Vec<&ConnRow> = self.connections.iter().collect();
         rows.sort_by(|a, b| {
@@ -250,6 +297,8 @@ impl Snapshot {
             (b.state == ConnState::CloseWait)
                 .cmp(&(a.state == ConnState::CloseWait))
                 .then(b_cw.cmp(&a_cw))
+                .then(b.abandoned_ms.is_some().cmp(&a.abandoned_ms.is_some()))
+                .then(b.abandoned_ms.cmp(&a.abandoned_ms))
                 .then(b.age_ms.cmp(&a.age_ms))
         });
         rows

@@ -26,6 +26,11 @@ pub fn html_section(s: &Snapshot) -> String {
         ),
         format!("Reclaimed slots: {}", t.reclaimed),
         format!("Untracked (table full): {}", t.untracked),
+        format!("Abandoned handlers now: {}", t.abandoned_now),
+        format!(
+            "Abandoned work stopped: {} CGI, {} child",
+            t.stopped_cgi, t.stopped_child
+        ),
     ];
     for item in items {
         let _ = writeln!(o, "<dt>{item}</dt>");
@@ -60,6 +65,9 @@ pub fn auto_lines(s: &Snapshot) -> String {
         ("Reclaimed", t.reclaimed),
         ("Untracked", t.untracked),
         ("Accepted", t.accepted),
+        ("StoppedCgi", t.stopped_cgi),
+        ("StoppedChild", t.stopped_child),
+        ("AbandonedNow", t.abandoned_now),
     ];
     let mut o = String::with_capacity(256);
     for (key, value) in lines {
@@ -84,12 +92,25 @@ mod tests {
         let expected = "SocketGuardSlotsUsed: 4\nSocketGuardSlotsTotal: 1024\nSocketGuardOpen: 5\n\
                         SocketGuardCloseWait: 2\nSocketGuardForceClosed: 10\n\
                         SocketGuardReclaimed: 11\nSocketGuardUntracked: 13\n\
-                        SocketGuardAccepted: 1000\nSocketGuardCloseWaitVerdict: leak\n";
+                        SocketGuardAccepted: 1000\nSocketGuardStoppedCgi: 17\n\
+                        SocketGuardStoppedChild: 19\nSocketGuardAbandonedNow: 0\n\
+                        SocketGuardCloseWaitVerdict: leak\n";
         assert_eq!(out, expected);
         let mut s = fixture::snapshot();
         s.kernel.verdict = crate::status::model::Verdict::Churn;
         assert!(auto_lines(&s).ends_with("\nSocketGuardCloseWaitVerdict: churn\n"));
         assert!(auto_lines(&Default::default()).ends_with("\nSocketGuardCloseWaitVerdict: none\n"));
+    }
+
+    #[test]
+    fn stopped_and_abandoned_in_both_parts() {
+        let s = fixture::with_abandoned();
+        let out = auto_lines(&s);
+        assert!(out.contains("\nSocketGuardStoppedCgi: 17\nSocketGuardStoppedChild: 19\n"));
+        assert!(out.contains("\nSocketGuardAbandonedNow: 2\n"));
+        let html = html_section(&s);
+        assert!(html.contains("<dt>Abandoned handlers now: 2</dt>"));
+        assert!(html.contains("<dt>Abandoned work stopped: 17 CGI, 19 child</dt>"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::model::*;
 use crate::config::AutoClose;
 use crate::kernel::KernelSocket;
 use crate::table::layout::HISTOGRAM_BOUNDS_MS;
-use crate::table::slot::FLAG_FORCE_CLOSED;
+use crate::table::slot::{FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM, FLAG_FORCE_CLOSED};
 use crate::table::state::ConnState;
 use crate::table::SharedTable;
 
@@ -47,6 +47,7 @@ pub fn build(
     snap.generation = h.generation.load(Relaxed);
     snap.slots_total = t.nslots() as u64;
     snap.scan_interval_ms = h.scan_interval_ms.load(Relaxed);
+    snap.graceful_deadline_ms = h.graceful_deadline_ms.load(Relaxed);
     let c = &h.counters;
     snap.totals.accepted = c.accepted.load(Relaxed);
     snap.totals.requests = c.requests.load(Relaxed);
@@ -56,6 +57,8 @@ pub fn build(
     snap.totals.reported = c.reported.load(Relaxed);
     snap.totals.reclaimed = c.reclaimed.load(Relaxed);
     snap.totals.untracked = c.untracked.load(Relaxed);
+    snap.totals.stopped_cgi = c.stopped_cgi.load(Relaxed);
+    snap.totals.stopped_child = c.stopped_child.load(Relaxed);
     for (i, b) in h.histogram.iter().enumerate() {
         snap.close_wait_histogram.counts[i] = b.load(Relaxed);
     }
@@ -77,6 +80,9 @@ pub fn build(
                 force_closed_guard: row.force_closed_guard.load(Relaxed),
                 force_closed_rescue: row.force_closed_rescue.load(Relaxed),
                 reported: row.reported.load(Relaxed),
+                abandoned_timeout_ms: row.abandoned_timeout_ms.load(Relaxed),
+                stopped_cgi: row.stopped_cgi.load(Relaxed),
+                stopped_child: row.stopped_child.load(Relaxed),
             })
         })
         .collect();
@@ -93,6 +99,9 @@ pub fn build(
             continue; // being claimed or on its way out
         }
         snap.slots_used += 1;
+        // Apache's own state, before the display state below replaces it: an abandoned
+        // connection whose handler still runs is `handling` here.
+        let handling = v.state == ConnState::Handling;
         // What people need to see: the guard's action first, then the kernel's state, then
         // Apache's. A force-closed connection stays listed (its handler may still run), which
         // shows which URL leaks.
@@ -131,6 +140,22 @@ pub fn build(
         any_overdue |= overdue;
         let (vname, vport) = t.vhost_name(v.vhost);
         let class = in_close_wait.then(|| classify(t, v.owner_pid, now_mono_ms));
+        let abandoned = v.flags & FLAG_ABANDONED != 0;
+        if abandoned && handling {
+            snap.totals.abandoned_now += 1;
+        }
+        // The flag may be seen a moment before its time: show 0 s rather than the uptime.
+        let abandoned_ms = abandoned.then(|| match v.abandoned_since_mono_ms {
+            0 => 0,
+            since => now_mono_ms.saturating_sub(since),
+        });
+        let stopped = if v.flags & FLAG_CGI_KILL != 0 {
+            Some(Stop::CgiKill)
+        } else if v.flags & FLAG_CGI_TERM != 0 {
+            Some(Stop::CgiTerm)
+        } else {
+            None
+        };
         snap.connections.push(ConnRow {
             pid: v.owner_pid,
             client: v.client.to_string(),
@@ -144,6 +169,8 @@ pub fn build(
             requests: v.requests,
             method: v.method,
             path: v.path,
+            abandoned_ms,
+            stopped,
         });
     }
 
@@ -324,6 +351,87 @@ mod tests {
             snap.children
         );
         assert_eq!(snap.kernel.verdict, Verdict::None);
+    }
+
+    #[test]
+    fn abandoned_rows_stops_and_counters() {
+        use crate::table::slot::{FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM};
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
+        let v = t.register_vhost("cgi.test", 80);
+        let row = t.vhost(v).unwrap();
+        row.abandoned_timeout_ms.store(5_000, Relaxed);
+        row.stopped_cgi.store(3, Relaxed);
+        row.stopped_child.store(1, Relaxed);
+        let c = &t.header().counters;
+        c.stopped_cgi.store(4, Relaxed);
+        c.stopped_child.store(2, Relaxed);
+        t.header().graceful_deadline_ms.store(30_000, Relaxed);
+        t.claim_child(7, 0, 1, 1).unwrap();
+        // Force-closed, handler still running, CGI killed after SIGTERM.
+        let a = heap.stuck_connection(7, v, 41, 10_000);
+        let s = t.owned(a).unwrap();
+        s.abandoned_since_mono_ms.store(12_000, Relaxed);
+        s.flags.fetch_or(
+            FLAG_ABANDONED | FLAG_FORCE_CLOSED | FLAG_CGI_TERM | FLAG_CGI_KILL,
+            Relaxed,
+        );
+        t.record_close_wait_end(s);
+        // Still in CLOSE_WAIT (AutoClose Off), CGI got SIGTERM.
+        let b = heap.stuck_connection(7, v, 42, 10_000);
+        let s = t.owned(b).unwrap();
+        s.abandoned_since_mono_ms.store(15_000, Relaxed);
+        s.flags.fetch_or(FLAG_ABANDONED | FLAG_CGI_TERM, Relaxed);
+        // Abandoned, but its handler returned: not an abandoned handler.
+        let k = heap.stuck_connection(7, v, 43, 10_000);
+        t.set_state(k, ConnState::Keepalive, 0);
+        let s = t.owned(k).unwrap();
+        s.abandoned_since_mono_ms.store(16_000, Relaxed);
+        s.flags.fetch_or(FLAG_ABANDONED, Relaxed);
+        t.record_close_wait_end(s);
+        // Still in CLOSE_WAIT, not (yet) found abandoned.
+        heap.stuck_connection(7, v, 44, 10_000);
+
+        let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
+        assert_eq!(snap.totals.stopped_cgi, 4);
+        assert_eq!(snap.totals.stopped_child, 2);
+        assert_eq!(snap.totals.abandoned_now, 2);
+        assert_eq!(snap.graceful_deadline_ms, 30_000);
+        assert_eq!(
+            (
+                snap.vhosts[0].abandoned_timeout_ms,
+                snap.vhosts[0].stopped_cgi,
+                snap.vhosts[0].stopped_child
+            ),
+            (5_000, 3, 1)
+        );
+        let find = |state: ConnState, ms: Option<u64>| {
+            snap.connections
+                .iter()
+                .find(|c| c.state == state && c.abandoned_ms == ms)
+                .map(|c| c.stopped)
+        };
+        assert_eq!(
+            find(ConnState::ForceClosed, Some(8_000)),
+            Some(Some(Stop::CgiKill))
+        );
+        assert_eq!(
+            find(ConnState::CloseWait, Some(5_000)),
+            Some(Some(Stop::CgiTerm))
+        );
+        assert_eq!(find(ConnState::Keepalive, Some(4_000)), Some(None));
+        let rows = snap.sorted_connections();
+        let order: Vec<(ConnState, Option<u64>)> =
+            rows.iter().map(|c| (c.state, c.abandoned_ms)).collect();
+        assert_eq!(
+            order,
+            [
+                (ConnState::CloseWait, Some(5_000)),
+                (ConnState::CloseWait, None),
+                (ConnState::ForceClosed, Some(8_000)),
+                (ConnState::Keepalive, Some(4_000)),
+            ]
+        );
     }
 
     #[test]
