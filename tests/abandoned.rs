@@ -246,9 +246,15 @@ fn threaded_child_ends_only_when_all_abandoned(mpm: Mpm) {
     );
     drop(live);
     // Now it holds only abandoned work: it is ended, and Apache starts a fresh child.
-    wait_until(Duration::from_secs(5), "the child to be ended", || {
-        !alive(child)
-    });
+    let waited = Instant::now();
+    while alive(child) && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(child),
+        "the child holding only abandoned work was not ended within 5 s\n--- connections ---\n{}",
+        server.status_json().at("connections")
+    );
     let lines = log_lines(&server, "SG0022");
     assert_eq!(lines.len(), 1, "{}", server.error_log_tail(20));
     assert!(lines[0].contains("request GET /stuck"), "{}", lines[0]);

@@ -45,7 +45,9 @@ impl Processes for RealProcesses {
         let all = process::all();
         let mut found = Vec::new();
         for p in process::descendants_of(&all, self.root) {
-            if p.pid == self.me {
+            // The root's own children are Apache's children and daemons (mod_cgid's): never
+            // a request's CGI, which runs one level further down.
+            if p.pid == self.me || p.ppid == self.root {
                 continue;
             }
             match process::environ(p.pid) {

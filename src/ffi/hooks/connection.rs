@@ -18,9 +18,10 @@ const OK: c_int = b::OK;
 pub unsafe extern "C" fn pre_connection(c: *mut b::conn_rec, csd: *mut c_void) -> c_int {
     guarded("pre_connection", OK, || {
         // SAFETY: Apache passes a live conn_rec; HTTP/2 secondary connections (master set)
-        // share the primary's socket and are not connections of their own.
+        // share the primary's socket and are not connections of their own; outgoing ones
+        // (mod_proxy's backend connections, which also run pre_connection) are not clients.
         let cr = unsafe { &*c };
-        if !cr.master.is_null() {
+        if !cr.master.is_null() || cr.outgoing != 0 {
             return OK;
         }
         let Some(table) = runtime::table() else {
