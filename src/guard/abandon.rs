@@ -375,6 +375,7 @@ mod tests {
                 .map(|p| Proc {
                     pid: *p as u32,
                     ppid: 1,
+                    pgrp: 1,
                     start_time: 1,
                 })
                 .collect()

@@ -43,13 +43,20 @@ impl RealProcesses {
 impl Processes for RealProcesses {
     fn serving(&mut self, client: SocketAddr) -> Vec<Proc> {
         let all = process::all();
-        let mut found = Vec::new();
-        for p in process::descendants_of(&all, self.root) {
-            // The root's own children are Apache's children and daemons (mod_cgid's): never
-            // a request's CGI, which runs one level further down.
-            if p.pid == self.me || p.ppid == self.root {
-                continue;
+        // Below the root's own children (Apache's children and mod_cgid's daemon, never a
+        // request's CGI), or re-parented but still in the root's process group.
+        let mut candidates: Vec<Proc> = process::descendants_of(&all, self.root)
+            .into_iter()
+            .filter(|p| p.ppid != self.root)
+            .collect();
+        for p in process::in_group_of(&all, self.root) {
+            if p.ppid != self.root && !candidates.iter().any(|c| c.pid == p.pid) {
+                candidates.push(p);
             }
+        }
+        let me = self.me;
+        let mut found = Vec::new();
+        for p in candidates.into_iter().filter(|p| p.pid != me) {
             match process::environ(p.pid) {
                 Ok(env) if process::environ_names_client(&env, client) => found.push(p),
                 Ok(_) => {}

@@ -1,8 +1,9 @@
 //! Finding and signalling the processes that serve one connection (a CGI and its children),
 //! with the checks that make it safe to signal them.
 //!
-//! A process is only ever signalled if (1) the kernel's process tree puts it below this
-//! server's root parent, (2) its environment names the connection (`REMOTE_ADDR` and
+//! A process is only ever signalled if (1) the kernel puts it below this server's root
+//! parent — in its process tree, or, once re-parented (mod_cgid's daemon is gone at a stop
+//! before the CGIs it started), in the process group the root parent leads — (2) its environment names the connection (`REMOTE_ADDR` and
 //! `REMOTE_PORT`, which mod_cgi and mod_cgid give every CGI and which its children inherit),
 //! and (3) it is still the same process when the signal goes out: the signal is sent through a
 //! pidfd opened first, after checking the process's start time through that pidfd's pid, so a
@@ -18,6 +19,7 @@ use super::procfs;
 pub struct Proc {
     pub pid: u32,
     pub ppid: u32,
+    pub pgrp: u32,
     /// With the pid, names the process for good (a reused pid has another start time).
     pub start_time: u64,
 }
@@ -33,6 +35,7 @@ pub fn all() -> Vec<Proc> {
             (st.state != 'Z' && st.state != 'X').then_some(Proc {
                 pid,
                 ppid: st.ppid,
+                pgrp: st.pgrp,
                 start_time: st.start_time,
             })
         })
@@ -52,6 +55,17 @@ pub fn descendants_of(procs: &[Proc], root: u32) -> Vec<Proc> {
         }
     }
     found
+}
+
+/// The processes in the process group that `leader` leads (its own process group), `leader`
+/// excluded. Apache's parent leads its group (it detaches with setsid(), or is started as a
+/// job of its own), and every child, daemon and CGI inherits it unless it moves itself.
+pub fn in_group_of(procs: &[Proc], leader: u32) -> Vec<Proc> {
+    procs
+        .iter()
+        .filter(|p| p.pgrp == leader && p.pid != leader)
+        .copied()
+        .collect()
 }
 
 /// Whether a NUL-separated environment block names the client `client`: `REMOTE_ADDR` is

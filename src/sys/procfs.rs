@@ -5,6 +5,9 @@
 pub struct ProcStat {
     pub state: char,
     pub ppid: u32,
+    /// Process group: set at fork, changed only by the process itself (setpgid/setsid), and
+    /// kept when the parent dies and the process is re-parented.
+    pub pgrp: u32,
     pub utime_ticks: u64,
     pub stime_ticks: u64,
     /// Start time in clock ticks since boot: with the pid, it names one process for good.
@@ -20,6 +23,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     Some(ProcStat {
         state: f.first()?.chars().next()?,
         ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
         utime_ticks: f.get(11)?.parse().ok()?,
         stime_ticks: f.get(12)?.parse().ok()?,
         start_time: f.get(19)?.parse().ok()?,
@@ -50,8 +54,15 @@ mod tests {
         let line = "1234 (apache2 (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 98765 1000 10 18446744073709551615";
         let s = parse_stat(line).unwrap();
         assert_eq!(
-            (s.state, s.ppid, s.utime_ticks, s.stime_ticks, s.start_time),
-            ('S', 1, 7, 3, 98765)
+            (
+                s.state,
+                s.ppid,
+                s.pgrp,
+                s.utime_ticks,
+                s.stime_ticks,
+                s.start_time
+            ),
+            ('S', 1, 1234, 7, 3, 98765)
         );
     }
 
