@@ -159,8 +159,23 @@ mod tests {
         Proc {
             pid,
             ppid,
+            pgrp: 1,
             start_time: 1,
         }
+    }
+
+    #[test]
+    fn group_members_of_a_leader() {
+        let g = |pid, pgrp| Proc {
+            pid,
+            ppid: 1,
+            pgrp,
+            start_time: 1,
+        };
+        let procs = [g(10, 10), g(11, 10), g(12, 12)];
+        let members: Vec<u32> = in_group_of(&procs, 10).iter().map(|p| p.pid).collect();
+        assert_eq!(members, vec![11]);
+        assert!(in_group_of(&procs, 11).is_empty(), "11 leads no group");
     }
 
     #[test]
@@ -218,6 +233,7 @@ mod tests {
         let me = Proc {
             pid: child.id(),
             ppid: std::process::id(),
+            pgrp: st.pgrp,
             start_time: st.start_time,
         };
         // A different start time means another process with the same pid: refused.
