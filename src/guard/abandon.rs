@@ -183,7 +183,7 @@ pub fn stop_abandoned(
 }
 
 /// After a graceful restart: whether this old-generation child is past the deadline and
-/// holds nothing but abandoned or idle connections. If so, its abandoned requests' CGIs are
+/// holds abandoned connections and otherwise only idle ones. If so, its abandoned requests' CGIs are
 /// killed (SIGKILL: the deadline has passed) and the description to end it is returned.
 pub fn graceful_deadline(
     table: &SharedTable,
@@ -203,7 +203,11 @@ pub fn graceful_deadline(
     }
     let own: Vec<(usize, &Slot)> = own_open(table, pid).collect();
     let abandoned = |s: &Slot| s.flags.load(Relaxed) & FLAG_ABANDONED != 0;
-    if own.iter().any(|(_, s)| !abandoned(s) && !is_idle(s)) {
+    // A child with nothing abandoned is on its way out by itself (Apache closes the idle
+    // connections of an old generation); one with a live connection is left to finish.
+    if !own.iter().any(|(_, s)| abandoned(s))
+        || own.iter().any(|(_, s)| !abandoned(s) && !is_idle(s))
+    {
         return None;
     }
     let mut first = None;
@@ -218,7 +222,7 @@ pub fn graceful_deadline(
             events.push(ev);
         }
     }
-    Some(first.unwrap_or_else(|| Stopped::nothing(Why::GracefulDeadline)))
+    first
 }
 
 /// At a server stop (not a graceful restart): every request in flight is abandoned by
@@ -519,6 +523,9 @@ mod tests {
         t2.header().generation.store(1, Relaxed);
         let live = t2.claim(5, 0, 0).unwrap();
         t2.set_state(live, ConnState::Handling, 0);
+        assert!(graceful_deadline(&t2, 5, 0, 1_000_000, &mut procs, &mut ev).is_none());
+        // Nothing abandoned (only idle, or nothing at all): it exits by itself.
+        t2.set_state(live, ConnState::Keepalive, 0);
         assert!(graceful_deadline(&t2, 5, 0, 1_000_000, &mut procs, &mut ev).is_none());
     }
 
