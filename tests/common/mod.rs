@@ -135,6 +135,9 @@ pub struct Opts {
     pub tuning: Option<String>,
     /// Additional ports to `Listen` on (`@PORT1@`...).
     pub extra_ports: usize,
+    /// Start apache2 as this (uid, gid) instead of root (no `User`/`Group` then): a non-root
+    /// Apache, as an ordinary user runs it on a high port. The server dir is chowned to it.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Opts {
@@ -147,7 +150,12 @@ impl Opts {
             vhosts: String::new(),
             tuning: None,
             extra_ports: 0,
+            run_as: None,
         }
+    }
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Opts {
+        self.run_as = Some((uid, gid));
+        self
     }
     pub fn global(mut self, text: &str) -> Opts {
         self.global.push_str(text);
@@ -317,7 +325,7 @@ pub fn render_config(dir: &Path, opts: &Opts, ports: &[u16]) -> String {
             module_path().display()
         ));
     }
-    if nix_euid() == 0 {
+    if nix_euid() == 0 && opts.run_as.is_none() {
         c.push_str("User www-data\nGroup www-data\n");
     }
     for p in ports {
@@ -356,6 +364,16 @@ pub fn render_config(dir: &Path, opts: &Opts, ports: &[u16]) -> String {
         c.push('\n');
     }
     c
+}
+
+/// chown -R (the tree of a test server dir).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for e in fs::read_dir(path).unwrap().flatten() {
+            chown_tree(&e.path(), uid, gid);
+        }
+    }
 }
 
 fn nix_euid() -> u32 {
@@ -447,6 +465,10 @@ impl Apache {
         let stderr = fs::File::create(&stderr_path).unwrap();
         let stdout = stderr.try_clone().unwrap();
         let mut cmd = Command::new(apache_bin());
+        if let Some((uid, gid)) = opts.run_as {
+            chown_tree(&dir.path, uid, gid);
+            cmd.uid(uid).gid(gid);
+        }
         cmd.arg("-f")
             .arg(&conf_path)
             .arg("-DFOREGROUND")
