@@ -50,7 +50,7 @@ fn main() {
     );
 
     // A missing libclang makes bindgen panic with a long message; say plainly what to install.
-    if std::panic::catch_unwind(|| clang_sys_probe()).is_err() {
+    if std::panic::catch_unwind(clang_sys_probe).is_err() {
         fail("libclang was not found. Install it: `apt-get install libclang-dev` (Debian/Ubuntu) or `dnf install clang-devel`, or set LIBCLANG_PATH");
     }
 

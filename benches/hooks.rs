@@ -72,7 +72,6 @@ fn main() {
     let per_thread = iterations / 2;
     std::thread::scope(|s| {
         for th in 0..2 {
-            let t = t;
             s.spawn(move || {
                 for i in 0..per_thread {
                     one_connection(&t, fd, th * 2000 + i, &client, &local);

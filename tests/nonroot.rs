@@ -25,12 +25,16 @@ fn nobody() -> (u32, u32) {
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
+const VHOST: &str = "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName stop.test\n    \
+    SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout 1s\n    \
+    SocketGuardAbandonedTimeout 1s\n</VirtualHost>\n";
+
 fn nonroot_apache_stops_only_its_own_cgis(mpm: Mpm) {
     let (uid, gid) = nobody();
-    let opts = opts_with_cgi(mpm, 4).run_as(uid, gid).extra_ports(1).vhosts(&format!(
-        "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName stop.test\n    SocketGuardAutoClose On\n    \
-         SocketGuardCloseWaitTimeout 1s\n    SocketGuardAbandonedTimeout 1s\n</VirtualHost>\n"
-    ));
+    let opts = opts_with_cgi(mpm, 4)
+        .run_as(uid, gid)
+        .extra_ports(1)
+        .vhosts(VHOST);
     let server = start_with_cgi(opts);
     let owner = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     assert!(

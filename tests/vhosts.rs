@@ -5,7 +5,7 @@ mod common;
 use common::{hold_keepalive, json, Apache, Conn, Mpm, Opts};
 use std::time::Duration;
 
-fn row_for_client<'a>(rows: &'a [json::Value], client_port: u16) -> Option<&'a json::Value> {
+fn row_for_client(rows: &[json::Value], client_port: u16) -> Option<&json::Value> {
     rows.iter().find(|r| {
         r.get("client")
             .and_then(json::Value::as_str)

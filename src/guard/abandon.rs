@@ -8,6 +8,7 @@
 //! 1. the request's CGI processes get SIGTERM, then SIGKILL `GRACE_MS` later;
 //! 2. the child itself is ended: prefork (one connection per child) at once; worker/event only
 //!    when every connection it holds is abandoned or idle (keep-alive, lingering close).
+//!
 //! What may be signalled, and how it is verified, is in `sys::process`.
 
 use std::net::SocketAddr;

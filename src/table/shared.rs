@@ -124,7 +124,7 @@ impl SharedTable {
             });
         }
         let base = NonNull::new(base).ok_or(TableError::Misaligned)?;
-        if base.as_ptr() as usize % 64 != 0 {
+        if !(base.as_ptr() as usize).is_multiple_of(64) {
             return Err(TableError::Misaligned);
         }
         Ok(SharedTable { base, layout })

@@ -354,11 +354,7 @@ pub fn expect_silence(c: &Conn, wait: Duration) -> Result<(), String> {
 /// The JSON connection row of the client whose local port is `client_port`, connected to
 /// the server's port `server_port`. Both are needed: the kernel reuses a client port for
 /// connections to different server ports at the same time.
-pub fn row_for<'a>(
-    rows: &'a [json::Value],
-    client_port: u16,
-    server_port: u16,
-) -> Option<&'a json::Value> {
+pub fn row_for(rows: &[json::Value], client_port: u16, server_port: u16) -> Option<&json::Value> {
     rows.iter().find(|r| {
         r.get("client")
             .and_then(json::Value::as_str)

@@ -204,10 +204,8 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
                         return Err(format!("line {no}: bad TYPE line {line:?}"));
                     }
                 }
-                Some("HELP") => {
-                    if !is_name(parts.next().unwrap_or(""), true) {
-                        return Err(format!("line {no}: bad HELP line {line:?}"));
-                    }
+                Some("HELP") if !is_name(parts.next().unwrap_or(""), true) => {
+                    return Err(format!("line {no}: bad HELP line {line:?}"));
                 }
                 _ => {} // plain comment
             }
