@@ -6,6 +6,7 @@
 #   make start      the same server in the background; `make stop` stops it
 #   make install    install the module with apxs and the Debian a2enmod files
 #   make bench      with/without-module throughput and CPU comparison (wrk + ab)
+#   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
 #   make lint       cargo fmt --check and cargo clippy
 #
 # Every target that needs system packages runs scripts/bootstrap.sh first (quiet and fast when
@@ -35,12 +36,12 @@ SOCKET_GUARD_SO := $(CURDIR)/$(SO)
 export SOCKET_GUARD_SO
 
 .PHONY: all build bootstrap test test-unit test-integration run start stop demo install \
-        bench clean fmt lint help
+        bench seed-replay clean fmt lint help
 
 all: build
 
 help:
-	@sed -n '3,10s/^# \{0,1\}//p' Makefile
+	@sed -n '3,11s/^# \{0,1\}//p' Makefile
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -109,6 +110,10 @@ bench: build
 	bench/instructions.sh
 	KEEPALIVE=1 bench/instructions.sh
 	bench/run.sh
+
+# Not part of `make test`: three Apache servers under load, one after the other (DURATION=, RATE=).
+seed-replay: build
+	bench/seed-replay.sh
 
 clean:
 	@if [[ -e build/run/apache2.pid ]]; then scripts/run.sh --stop; fi
