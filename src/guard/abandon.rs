@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::sys::process::{Proc, SignalError};
-use crate::table::layout::{Slot, VhostRow};
+use crate::table::layout::Slot;
 use crate::table::slot::{FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM};
 use crate::table::state::ConnState;
 use crate::table::SharedTable;
@@ -108,7 +108,7 @@ pub fn stop_abandoned(
     let mut wants_end: Option<Stopped> = None;
     let mut live = false;
     for (i, slot) in own_open(table, pid) {
-        let Some((vhost, timeout)) = abandoned_timeout(table, slot) else {
+        let Some(timeout) = abandoned_timeout(table, slot) else {
             live |= !is_idle(slot);
             continue;
         };
@@ -141,7 +141,7 @@ pub fn stop_abandoned(
             libc::SIGTERM
         };
         match signal_serving(procs, slot, sig, ev) {
-            Some(ev) => {
+            Some((ev, _)) => {
                 slot.flags.fetch_or(
                     if sig == libc::SIGTERM {
                         FLAG_CGI_TERM
@@ -151,7 +151,7 @@ pub fn stop_abandoned(
                     Relaxed,
                 );
                 if sig == libc::SIGTERM {
-                    count_cgi(table, vhost);
+                    count_cgi(table, slot);
                 }
                 events.push(ev);
                 live = true;
@@ -215,11 +215,9 @@ pub fn graceful_deadline(
     for (i, slot) in own.into_iter().filter(|(_, s)| abandoned(s) && !is_idle(s)) {
         let ev = describe(table, i, slot, now, Why::GracefulDeadline);
         first.get_or_insert_with(|| ev.clone());
-        if let Some(ev) = signal_serving(procs, slot, libc::SIGKILL, ev) {
+        if let Some((ev, _)) = signal_serving(procs, slot, libc::SIGKILL, ev) {
             slot.flags.fetch_or(FLAG_CGI_TERM | FLAG_CGI_KILL, Relaxed);
-            if let Some(row) = table.vhost(slot.vhost.load(Relaxed)) {
-                count_cgi(table, row);
-            }
+            count_cgi(table, slot);
             events.push(ev);
         }
     }
@@ -241,25 +239,13 @@ pub fn stop_for_server_stop(
         if ConnState::from_u32(slot.state.load(Acquire)) != ConnState::Handling {
             continue;
         }
-        let client = crate::table::slot::client_of(slot);
-        let found = procs.serving(client);
-        if found.is_empty() {
+        let ev = describe(table, i, slot, now, Why::ServerStop);
+        let Some((ev, found)) = signal_serving(procs, slot, libc::SIGTERM, ev) else {
             continue;
-        }
-        let mut ev = describe(table, i, slot, now, Why::ServerStop);
-        ev.signal = "SIGTERM";
-        for p in &found {
-            match procs.signal(p, libc::SIGTERM) {
-                Ok(()) => ev.pids.push(p.pid),
-                Err(SignalError::Denied) => ev.denied.push(p.pid),
-                Err(_) => {}
-            }
-        }
+        };
         if !ev.pids.is_empty() {
             slot.flags.fetch_or(FLAG_CGI_TERM, Relaxed);
-            if let Some(row) = table.vhost(slot.vhost.load(Relaxed)) {
-                count_cgi(table, row);
-            }
+            count_cgi(table, slot);
             signalled.extend(found);
         }
         events.push(ev);
@@ -288,9 +274,9 @@ fn is_idle(slot: &Slot) -> bool {
     )
 }
 
-/// The vhost row and AbandonedTimeout of an abandoned connection whose handler still runs
-/// on a vhost where the timeout is on.
-fn abandoned_timeout<'t>(table: &'t SharedTable, slot: &Slot) -> Option<(&'t VhostRow, u64)> {
+/// The AbandonedTimeout of an abandoned connection whose handler still runs, on a vhost where
+/// the timeout is on.
+fn abandoned_timeout(table: &SharedTable, slot: &Slot) -> Option<u64> {
     if slot.flags.load(Relaxed) & FLAG_ABANDONED == 0
         || ConnState::from_u32(slot.state.load(Acquire)) != ConnState::Handling
     {
@@ -298,7 +284,7 @@ fn abandoned_timeout<'t>(table: &'t SharedTable, slot: &Slot) -> Option<(&'t Vho
     }
     let row = table.vhost(slot.vhost.load(Relaxed))?;
     let timeout = row.abandoned_timeout_ms.load(Relaxed);
-    (timeout != 0).then_some((row, timeout))
+    (timeout != 0).then_some(timeout)
 }
 
 fn describe(table: &SharedTable, index: usize, slot: &Slot, now: u64, why: Why) -> Stopped {
@@ -321,13 +307,14 @@ fn describe(table: &SharedTable, index: usize, slot: &Slot, now: u64, why: Why) 
     }
 }
 
-/// Sends `sig` to every process serving the slot's client; the event if any was found.
+/// Sends `sig` to every process serving the slot's client: the event and the processes, if
+/// any was found.
 fn signal_serving(
     procs: &mut impl Processes,
     slot: &Slot,
     sig: i32,
     mut ev: Stopped,
-) -> Option<Stopped> {
+) -> Option<(Stopped, Vec<Proc>)> {
     let found = procs.serving(crate::table::slot::client_of(slot));
     if found.is_empty() {
         return None;
@@ -344,12 +331,15 @@ fn signal_serving(
             Err(_) => {}
         }
     }
-    Some(ev)
+    Some((ev, found))
 }
 
-fn count_cgi(table: &SharedTable, row: &VhostRow) {
+/// Counts one request's CGI stopped, on the slot's vhost and in total.
+fn count_cgi(table: &SharedTable, slot: &Slot) {
     table.counters().stopped_cgi.fetch_add(1, Relaxed);
-    row.stopped_cgi.fetch_add(1, Relaxed);
+    if let Some(row) = table.vhost(slot.vhost.load(Relaxed)) {
+        row.stopped_cgi.fetch_add(1, Relaxed);
+    }
 }
 
 /// Counts an ended child on the vhost of the request that made it end (the caller ends it).
