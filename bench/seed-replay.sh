@@ -50,6 +50,7 @@ awk -v r="$RATE" 'BEGIN { exit !(r > 0 && r <= 200) }' || die "RATE must be with
 for v in CLOSE_WAIT_TIMEOUT_MS SCAN_INTERVAL_MS ABANDONED_TIMEOUT_MS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive number of milliseconds, got '${!v}'"
 done
+[[ -n ${ARMS// /} ]] || die "ARMS is empty (stock, autoclose, abandoned)"
 for arm in $ARMS; do
     case $arm in stock | autoclose | abandoned) ;; *) die "unknown arm '$arm' in ARMS (stock, autoclose, abandoned)" ;; esac
 done
