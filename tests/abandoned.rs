@@ -89,6 +89,10 @@ fn abandoned_cgis_are_stopped(mpm: Mpm) {
     let took = wait_until(limit, "the abandoned CGIs on stop.test to end", || {
         stop_pids.iter().all(|p| !alive(*p))
     });
+    eprintln!(
+        "[measured] {}: abandoned CGIs gone {took:?} after their clients left",
+        mpm.name()
+    );
     assert!(
         took >= CLOSE_TIMEOUT + ABANDONED,
         "CGIs stopped {took:?} after their clients left: before close timeout + AbandonedTimeout"
