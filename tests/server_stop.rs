@@ -1,8 +1,13 @@
 //! A stop that needs no SIGKILL: at `apache2 -k stop` (SIGTERM to the parent, which is what
 //! `-k stop` sends) every request in flight is abandoned by definition. With 10 slow CGI
-//! requests in flight (5 clients still connected, 5 gone), the server is gone within 3 s —
-//! before Apache's "still did not exit, sending a SIGTERM" (3 s) — no such line is logged, and
+//! requests in flight (5 clients still connected, 5 gone), every child is gone within 3 s —
+//! before Apache's "still did not exit, sending a SIGTERM" (3 s) — no such line is logged, the
+//! parent follows within its polling step (at most 1 s), and
 //! no CGI it started outlives it, on every MPM, with no directive set.
+//!
+//! Measured: the handlers return within ~10 ms of the stop; event/worker children then spend
+//! up to Apache's 2 s lingering close on the clients still connected, so they are gone in
+//! ~1.3-1.9 s; prefork in ~50 ms.
 //!
 //! The CGI here does not watch the server (unlike the shared slow CGI, which exits when the
 //! Apache parent is gone): it sleeps until the test releases it (at most 20 s), like a script
@@ -34,6 +39,10 @@ printf 'Content-Type: text/plain\r\n\r\ndone\n'
 "#;
 
 struct Stopped {
+    /// Until the last child exited.
+    children_took: Duration,
+    /// Until the parent exited (it polls its children at 16 ms × 4ⁿ, at most every second,
+    /// so this lags the children by up to a second).
     took: Duration,
     cgis_left: Vec<i32>,
     log: String,
@@ -74,13 +83,19 @@ fn stop_with_cgis_in_flight(mpm: Mpm, with_module: bool) -> Stopped {
         c.close();
     }
     let pid = server.pid();
+    let children = server.child_pids();
     let start = Instant::now();
     // SAFETY: kill(2) on the Apache parent this test started: what `apache2 -k stop` sends.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut children_took = None;
     while server.is_running() && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(20));
+        if children_took.is_none() && children.iter().all(|p| !alive(*p)) {
+            children_took = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     let took = start.elapsed();
+    let children_took = children_took.unwrap_or(took);
     // Whatever Apache's own cleanup does, it has finished once the parent is gone; look a
     // moment later for anything still serving one of the requests.
     std::thread::sleep(Duration::from_millis(300));
@@ -90,6 +105,7 @@ fn stop_with_cgis_in_flight(mpm: Mpm, with_module: bool) -> Stopped {
     server.server.stop();
     drop(clients);
     Stopped {
+        children_took,
         took,
         cgis_left,
         log,
@@ -99,8 +115,9 @@ fn stop_with_cgis_in_flight(mpm: Mpm, with_module: bool) -> Stopped {
 fn stop_needs_no_sigkill(mpm: Mpm) {
     let s = stop_with_cgis_in_flight(mpm, true);
     eprintln!(
-        "[measured] {} with the module: stopped in {:?}",
+        "[measured] {} with the module: children gone in {:?}, server in {:?}",
         mpm.name(),
+        s.children_took,
         s.took
     );
     let late: Vec<&str> = s
@@ -114,8 +131,9 @@ fn stop_needs_no_sigkill(mpm: Mpm) {
         late.join("\n")
     );
     assert!(
-        s.took < PROMPT,
-        "the server took {:?} to stop\n{}",
+        s.children_took < PROMPT && s.took < PROMPT + Duration::from_secs(1),
+        "the children took {:?} and the server {:?} to stop\n{}",
+        s.children_took,
         s.took,
         s.log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
     );
@@ -132,7 +150,7 @@ mpm_tests!(stop_needs_no_sigkill);
 fn premise_stock_event_needs_sigterm_and_leaves_cgis() {
     let s = stop_with_cgis_in_flight(Mpm::Event, false);
     assert!(
-        s.took >= PROMPT && s.log.contains("still did not exit"),
+        s.children_took >= PROMPT && s.log.contains("still did not exit"),
         "premise: stock Apache (event, mod_cgid) stopped in {:?} without chasing its children",
         s.took
     );

@@ -31,8 +31,14 @@ impl RealProcesses {
         }
     }
 
+    /// Says once that a process of another user could not be reached. EACCES from a process
+    /// of our own user is a passing state (mid-exec, exiting) and says nothing.
     fn denied_once(&mut self, pid: u32, what: &str) {
-        if !std::mem::replace(&mut self.denied_logged, true) {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let other_user = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() != me);
+        if other_user && !std::mem::replace(&mut self.denied_logged, true) {
             (self.log)(Severity::Warn, messages::STOP_DENIED, &format!(
                 "cannot {what} process {pid} (another user, e.g. suexec?): abandoned work of such processes is not stopped; everything else keeps working"
             ));
