@@ -19,3 +19,5 @@
 #include "apr_network_io.h"
 #include "apr_portable.h"
 #include "apr_optional_hooks.h"
+#include "apr_thread_proc.h"
+#include "unixd.h"

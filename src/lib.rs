@@ -7,6 +7,7 @@
 //! - `status`   — the status data model, snapshot builder and its four renderers (pure Rust)
 //! - `kernel`   — the kernel's view of CLOSE_WAIT sockets
 //! - `guard`    — the per-child guard thread
+//! - `rescue`   — the guard process (forked by the root parent): reclaim, scan, hung rescue
 //! - `sys`      — thin wrappers over /proc and socket syscalls
 //! - `runtime`  — per-process state (table handle, child row, guard thread)
 //! - `ffi`      — everything that touches Apache: bindings, module struct, hooks, handler
@@ -16,6 +17,7 @@ pub mod config;
 pub mod guard;
 pub mod kernel;
 pub mod messages;
+pub mod rescue;
 pub mod runtime;
 pub mod status;
 pub mod sys;

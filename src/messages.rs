@@ -56,6 +56,13 @@ pub const STOPPED_CHILD: MsgId = MsgId("SG0022");
 /// A process serving abandoned work could not be inspected or signalled (logged once).
 pub const STOP_DENIED: MsgId = MsgId("SG0023");
 
+/// The guard process shut down a hung child's CLOSE_WAIT socket.
+pub const RESCUED: MsgId = MsgId("SG0024");
+/// The guard process cannot take descriptors out of children (no CAP_SYS_PTRACE): said once.
+pub const RESCUE_DEGRADED: MsgId = MsgId("SG0025");
+/// The guard process started, or died and was restarted.
+pub const GUARD_PROCESS: MsgId = MsgId("SG0026");
+
 /// How loud a message from plain-Rust code (the guard thread) should be; the FFI layer maps
 /// it to an APLOG level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +116,9 @@ pub const ALL: &[MsgId] = &[
     STOPPED_CGI,
     STOPPED_CHILD,
     STOP_DENIED,
+    RESCUED,
+    RESCUE_DEGRADED,
+    GUARD_PROCESS,
 ];
 
 #[cfg(test)]

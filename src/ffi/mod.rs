@@ -4,6 +4,7 @@ pub mod bindings;
 pub mod boundary;
 pub mod conn;
 pub mod directives;
+pub mod guard_process;
 pub mod hooks;
 pub mod log;
 pub mod module;

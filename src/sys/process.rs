@@ -109,37 +109,16 @@ pub enum SignalError {
 
 /// Sends `sig` to `p` if it is still the same process (pid and start time).
 pub fn signal_verified(p: &Proc, sig: i32) -> Result<(), SignalError> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(match io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => SignalError::Gone,
-            _ => SignalError::Other(io::Error::last_os_error()),
-        });
-    }
-    // SAFETY: `fd` is the fresh pidfd we own; OwnedFd closes it on every path.
-    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let pidfd = super::pidfd::open(p.pid).map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => SignalError::Gone,
+        _ => SignalError::Other(e),
+    })?;
     // The pidfd pins the process: if the start time still matches now, it is the one we found.
     match procfs::stat(p.pid) {
         Some(st) if st.start_time == p.start_time && st.state != 'Z' => {}
         _ => return Err(SignalError::Gone),
     }
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal with our pidfd, a signal number, no siginfo, no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    Err(match e.raw_os_error() {
+    super::pidfd::send_signal(&pidfd, sig).map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => SignalError::Gone,
         Some(libc::EPERM) => SignalError::Denied,
         _ => SignalError::Other(e),

@@ -101,6 +101,88 @@ fn same_socket(fd: RawFd, inode: u64) -> Result<std::os::fd::OwnedFd, Refusal> {
     }
 }
 
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// (local, peer) addresses of the TCP socket behind `fd`.
+pub fn addrs(fd: RawFd) -> io::Result<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let get = |peer: bool| -> io::Result<std::net::SocketAddr> {
+        // SAFETY: an all-zero sockaddr_storage is valid; the call writes at most `len` bytes.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let p = &mut ss as *mut _ as *mut libc::sockaddr;
+        // SAFETY: `p` points to our storage of `len` bytes.
+        let rc = unsafe {
+            if peer {
+                libc::getpeername(fd, p, &mut len)
+            } else {
+                libc::getsockname(fd, p, &mut len)
+            }
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        sockaddr_to_std(&ss).ok_or_else(|| io::Error::other("not an IP socket"))
+    };
+    Ok((get(false)?, get(true)?))
+}
+
+/// The same endpoint, an IPv4 address and its v4-mapped IPv6 form counting as equal.
+pub fn same_endpoint(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+/// Shuts down a socket that the guard process took out of a child (`dup`, its own
+/// duplicate) — but only if it is the socket the kernel reported: same inode, same local and
+/// peer address, and still in TCP state `close_wait`.
+pub fn shutdown_taken(
+    dup: &std::os::fd::OwnedFd,
+    inode: u64,
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    close_wait: u8,
+) -> Result<(), Refusal> {
+    let fd = dup.as_raw_fd();
+    match self::inode(fd) {
+        Ok(i) if i == inode => {}
+        _ => return Err(Refusal::Reused),
+    }
+    match addrs(fd) {
+        Ok((l, p)) if same_endpoint(l, local) && same_endpoint(p, peer) => {}
+        _ => return Err(Refusal::Reused),
+    }
+    match tcp_info(fd) {
+        Ok(i) if i.state != close_wait => return Err(Refusal::NotCloseWait(i.state)),
+        Ok(_) => {}
+        Err(e) => return Err(Refusal::Io(e.to_string())),
+    }
+    // SAFETY: shutdown on our duplicate; affects the connection, which is the intent.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } != 0 {
+        return Err(Refusal::Io(io::Error::last_os_error().to_string()));
+    }
+    Ok(())
+}
+
 /// TCP_INFO of the socket behind `fd`, if it is still the socket with inode `inode`.
 pub fn tcp_info_if_same(fd: RawFd, inode: u64) -> Result<TcpInfo, Refusal> {
     let dup = same_socket(fd, inode)?;
@@ -235,6 +317,31 @@ mod tests {
             shutdown_if_same(server.as_raw_fd(), inode, CLOSE_WAIT, acked),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_taken_socket_is_shut_down_only_if_it_matches_the_kernel_report() {
+        let (mut client, server) = pair();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        wait_state(server.as_raw_fd(), CLOSE_WAIT);
+        let inode = super::inode(server.as_raw_fd()).unwrap();
+        let (local, peer) = super::addrs(server.as_raw_fd()).unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let dup = server.try_clone().unwrap().into();
+        let other: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            super::shutdown_taken(&dup, inode, local, other, CLOSE_WAIT),
+            Err(Refusal::Reused),
+            "another peer than the kernel reported"
+        );
+        assert_eq!(
+            super::shutdown_taken(&dup, inode + 1, local, peer, CLOSE_WAIT),
+            Err(Refusal::Reused)
+        );
+        assert_eq!(super::shutdown_taken(&dup, inode, local, peer, CLOSE_WAIT), Ok(()));
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "a FIN, not a reset");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -76,10 +76,27 @@ pub struct Header {
     pub restart_mono_ms: AtomicU64,
     /// SocketGuardGracefulDeadline in ms (0: Off).
     pub graceful_deadline_ms: AtomicU64,
+    /// The guard process (0: none running) and what it can do, as it reports itself.
+    pub guard_pid: AtomicU32,
+    /// `guard_reach::*`: whether it can take descriptors out of children.
+    pub guard_reach: AtomicU32,
+    /// SocketGuardRescue (1: On).
+    pub rescue: AtomicU32,
+    pub _reserved3: AtomicU32,
     pub listen_ports: [AtomicU32; MAX_LISTEN_PORTS],
     pub counters: Counters,
     pub histogram: [AtomicU64; HISTOGRAM_BOUNDS_MS.len() + 1],
     pub histogram_sum_ms: AtomicU64,
+}
+
+/// Values of `Header::guard_reach`.
+pub mod guard_reach {
+    /// Not known yet (no guard process, or it has not checked).
+    pub const UNKNOWN: u32 = 0;
+    /// It can take a descriptor out of a child (CAP_SYS_PTRACE, or same user and dumpable).
+    pub const CHILDREN: u32 = 1;
+    /// It cannot: hung children's sockets are shown and reported, not closed.
+    pub const NONE: u32 = 2;
 }
 
 /// One `name:port` server. The name is written by the parent before `vhost_count` publishes

@@ -22,6 +22,8 @@ pub const FLAG_ABANDONED: u32 = 1 << 3;
 /// The request's CGI processes were sent SIGTERM / SIGKILL.
 pub const FLAG_CGI_TERM: u32 = 1 << 4;
 pub const FLAG_CGI_KILL: u32 = 1 << 5;
+/// The guard process shut it down (taken out of a hung child); with FLAG_FORCE_CLOSED.
+pub const FLAG_RESCUED: u32 = 1 << 6;
 
 /// A consistent-enough copy of one slot, taken without locking (for status and scans).
 #[derive(Clone, Debug, PartialEq)]

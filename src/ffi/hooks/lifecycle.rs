@@ -46,7 +46,7 @@ fn default_sizes() -> (usize, usize) {
 }
 
 pub unsafe extern "C" fn post_config(
-    _pconf: *mut b::apr_pool_t,
+    pconf: *mut b::apr_pool_t,
     _plog: *mut b::apr_pool_t,
     _ptemp: *mut b::apr_pool_t,
     s: *mut b::server_rec,
@@ -99,6 +99,8 @@ pub unsafe extern "C" fn post_config(
         // SAFETY: s heads Apache's live server list for this generation.
         unsafe { register_servers(&table, s) };
         runtime::set_table(Some(table));
+        // SAFETY: root parent, post_config of a real (not config-check) pass, with pconf.
+        unsafe { crate::ffi::guard_process::start(pconf) };
         OK
     })
 }
@@ -110,6 +112,7 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
         .store(main.hung_child_timeout_ms(), Relaxed);
     h.graceful_deadline_ms
         .store(main.graceful_deadline_ms(), Relaxed);
+    h.rescue.store(main.rescue() as u32, Relaxed);
     let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
     // post_config and not modified while hooks run; we only read addresses from it.

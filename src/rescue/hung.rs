@@ -1,0 +1,255 @@
+//! Rescue of hung children's sockets, in the guard process.
+//!
+//! A child is hung when its guard thread has not checked in for SocketGuardHungChildTimeout
+//! (SIGSTOP, D-state, a deadlock): it cannot close its own CLOSE_WAIT sockets any more. The
+//! guard process takes a duplicate of each such socket out of it (pidfd_getfd) and shuts it
+//! down, per the vhost's AutoClose — but the table is written by children that run as `User`
+//! and is hostile input here: a socket is acted on only if the kernel's own scan reports a
+//! CLOSE_WAIT socket with the slot's inode on this server's ports, the owner is verified to be
+//! a live child of this server's root parent, and the duplicate taken out of it is that very
+//! socket (inode, local and peer address) and still in CLOSE_WAIT.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+
+use crate::config::AutoClose;
+use crate::kernel::KernelSocket;
+use crate::sys::socket::Refusal;
+use crate::table::layout::Slot;
+use crate::table::slot::{FLAG_ABANDONED, FLAG_FORCE_CLOSED, FLAG_REPORTED, FLAG_RESCUED};
+use crate::table::state::ConnState;
+use crate::table::SharedTable;
+
+/// A child as the table names it; verified before anything is done to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildId {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// How the guard process reaches into children (real: pidfd + pidfd_getfd).
+pub trait Reach {
+    /// Whether `child` is alive and a child of this server's root parent.
+    fn is_our_child(&mut self, child: ChildId) -> bool;
+    /// Takes descriptor `fd` out of `child` and shuts it down if it is the kernel's `socket`.
+    fn shutdown_in(&mut self, child: ChildId, fd: i32, socket: &KernelSocket) -> Result<(), Refusal>;
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Rescued,
+    Reported,
+    Refused(String),
+}
+
+/// One rescued (or reported) connection, with what its log line needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rescue {
+    pub outcome: Outcome,
+    pub pid: u32,
+    pub client: String,
+    pub vhost: String,
+    pub method: String,
+    pub path: String,
+    pub close_wait_ms: u64,
+    pub hung_ms: u64,
+}
+
+/// Children whose guard has not checked in for the hung timeout (verified to be ours).
+pub fn hung_children(table: &SharedTable, now: u64, reach: &mut impl Reach) -> Vec<(ChildId, u64)> {
+    let after = table.header().hung_child_timeout_ms.load(Relaxed);
+    let mut hung = Vec::new();
+    for row in table.children() {
+        let pid = row.pid.load(Acquire);
+        let last = row.last_checkin_mono_ms.load(Acquire);
+        if pid == 0 || after == 0 || now.saturating_sub(last) < after {
+            continue;
+        }
+        let id = ChildId {
+            pid,
+            start_time: row.start_time.load(Relaxed),
+        };
+        if reach.is_our_child(id) {
+            hung.push((id, now.saturating_sub(last)));
+        }
+    }
+    hung
+}
+
+/// Rescues the CLOSE_WAIT sockets of hung children that passed their vhost's timeout.
+/// `close_wait`: this interval's kernel scan (CLOSE_WAIT sockets on our ports).
+pub fn rescue_hung(
+    table: &SharedTable,
+    close_wait: &[KernelSocket],
+    now: u64,
+    rescue_on: bool,
+    reach: &mut impl Reach,
+    out: &mut Vec<Rescue>,
+) {
+    if close_wait.is_empty() {
+        return;
+    }
+    for (child, hung_ms) in hung_children(table, now, reach) {
+        for (i, slot) in table.slots().iter().enumerate() {
+            if slot.owner_pid.load(Relaxed) != child.pid {
+                continue;
+            }
+            if let Some(r) = rescue_one(table, i, slot, child, hung_ms, close_wait, now, rescue_on, reach) {
+                out.push(r);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rescue_one(
+    table: &SharedTable,
+    index: usize,
+    slot: &Slot,
+    child: ChildId,
+    hung_ms: u64,
+    close_wait: &[KernelSocket],
+    now: u64,
+    rescue_on: bool,
+    reach: &mut impl Reach,
+) -> Option<Rescue> {
+    let since = slot.close_wait_since_mono_ms.load(Acquire);
+    let flags = slot.flags.load(Relaxed);
+    let state = ConnState::from_u32(slot.state.load(Acquire));
+    if since == 0 || !state.is_open() || flags & FLAG_FORCE_CLOSED != 0 {
+        return None;
+    }
+    let vhost = table.vhost(slot.vhost.load(Relaxed))?;
+    let mode = AutoClose::from_u8(vhost.auto_close.load(Relaxed) as u8);
+    if mode == AutoClose::Off || now < since.saturating_add(vhost.close_wait_timeout_ms.load(Relaxed)) {
+        return None;
+    }
+    if mode == AutoClose::Report && flags & FLAG_REPORTED != 0 {
+        return None;
+    }
+    // The kernel must report it: a CLOSE_WAIT socket with this inode on our ports.
+    let inode = slot.inode.load(Relaxed);
+    let socket = close_wait.iter().find(|k| k.inode == inode && inode != 0)?;
+    let view = slot.view(index);
+    let (name, port) = table.vhost_name(view.vhost);
+    let mut r = Rescue {
+        outcome: Outcome::Reported,
+        pid: child.pid,
+        client: socket.remote.to_string(),
+        vhost: format!("{name}:{port}"),
+        method: view.method,
+        path: view.path,
+        close_wait_ms: now.saturating_sub(since),
+        hung_ms,
+    };
+    let c = table.counters();
+    if mode == AutoClose::Report || !rescue_on {
+        slot.flags.fetch_or(FLAG_REPORTED, Relaxed);
+        c.reported.fetch_add(1, Relaxed);
+        vhost.reported.fetch_add(1, Relaxed);
+        return Some(r);
+    }
+    match reach.shutdown_in(child, view.fd, socket) {
+        Ok(()) => {
+            slot.flags.fetch_or(FLAG_FORCE_CLOSED | FLAG_RESCUED | FLAG_ABANDONED, Relaxed);
+            slot.abandoned_since_mono_ms.store(now, Relaxed);
+            table.record_close_wait_end(slot);
+            c.force_closed_rescue.fetch_add(1, Relaxed);
+            vhost.force_closed_rescue.fetch_add(1, Relaxed);
+            r.outcome = Outcome::Rescued;
+        }
+        Err(why) => {
+            // Not this socket, or not any more: leave the slot; the next scan decides again.
+            r.outcome = Outcome::Refused(format!("{why:?}"));
+        }
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::HeapTable;
+
+    #[derive(Default)]
+    struct FakeReach {
+        ours: bool,
+        calls: Vec<(u32, i32, u64)>,
+    }
+    impl Reach for FakeReach {
+        fn is_our_child(&mut self, _c: ChildId) -> bool {
+            self.ours
+        }
+        fn shutdown_in(&mut self, c: ChildId, fd: i32, k: &KernelSocket) -> Result<(), Refusal> {
+            self.calls.push((c.pid, fd, k.inode));
+            Ok(())
+        }
+    }
+
+    fn kernel(inode: u64) -> KernelSocket {
+        KernelSocket {
+            local: "10.0.0.2:80".parse().unwrap(),
+            remote: "10.0.0.1:5000".parse().unwrap(),
+            state: crate::kernel::TCP_CLOSE_WAIT,
+            recv_q: 0,
+            inode,
+            cookie: 0,
+            uid: 33,
+        }
+    }
+
+    fn setup(mode: AutoClose) -> (HeapTable, crate::table::SlotHandle) {
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
+        t.header().hung_child_timeout_ms.store(2_000, Relaxed);
+        let v = t.register_vhost("on.test", 80);
+        t.vhost(v).unwrap().auto_close.store(mode as u32, Relaxed);
+        t.vhost(v).unwrap().close_wait_timeout_ms.store(1_000, Relaxed);
+        t.claim_child(5, 0, 77, 10_000).unwrap();
+        let h = heap.stuck_connection(5, v, 99, 10_500);
+        (heap, h)
+    }
+
+    #[test]
+    fn a_hung_childs_socket_is_rescued_once_the_kernel_confirms_it() {
+        let (heap, h) = setup(AutoClose::On);
+        let t = heap.table();
+        let mut reach = FakeReach { ours: true, ..Default::default() };
+        let mut out = Vec::new();
+        // Not hung yet (checked in 1.9 s ago).
+        rescue_hung(&t, &[kernel(99)], 11_900, true, &mut reach, &mut out);
+        assert!(out.is_empty());
+        // Hung, but the kernel does not report that inode: nothing.
+        rescue_hung(&t, &[kernel(98)], 12_000, true, &mut reach, &mut out);
+        assert!(out.is_empty() && reach.calls.is_empty());
+        rescue_hung(&t, &[kernel(99)], 12_000, true, &mut reach, &mut out);
+        assert_eq!(reach.calls, vec![(5, 7, 99)]);
+        assert_eq!(out[0].outcome, Outcome::Rescued);
+        assert_eq!(t.counters().force_closed_rescue.load(Relaxed), 1);
+        let flags = t.owned(h).unwrap().flags.load(Relaxed);
+        assert_ne!(flags & FLAG_RESCUED, 0);
+        // Never twice.
+        rescue_hung(&t, &[kernel(99)], 13_000, true, &mut reach, &mut out);
+        assert_eq!(reach.calls.len(), 1);
+    }
+
+    #[test]
+    fn not_our_child_rescue_off_and_report_do_not_close() {
+        let (heap, _) = setup(AutoClose::On);
+        let t = heap.table();
+        let mut reach = FakeReach::default(); // not a child of our root
+        let mut out = Vec::new();
+        rescue_hung(&t, &[kernel(99)], 20_000, true, &mut reach, &mut out);
+        assert!(out.is_empty());
+        reach.ours = true;
+        rescue_hung(&t, &[kernel(99)], 20_000, false, &mut reach, &mut out);
+        assert_eq!(out[0].outcome, Outcome::Reported, "Rescue Off only reports");
+        assert!(reach.calls.is_empty());
+        let (heap2, _) = setup(AutoClose::Report);
+        let t2 = heap2.table();
+        let mut out2 = Vec::new();
+        rescue_hung(&t2, &[kernel(99)], 20_000, true, &mut reach, &mut out2);
+        rescue_hung(&t2, &[kernel(99)], 21_000, true, &mut reach, &mut out2);
+        assert_eq!(out2.len(), 1, "reported once");
+        assert!(reach.calls.is_empty());
+    }
+}

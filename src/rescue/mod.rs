@@ -1,0 +1,157 @@
+//! The guard process: one process per server, forked by Apache's root parent after the
+//! configuration is read (the way mod_cgid starts its daemon), that does what a failed child
+//! cannot do for itself:
+//! - reclaims the slots of children that died, within `RECLAIM_EVERY_MS` (the parent's monitor
+//!   hook, every ~10 s, stays as backstop);
+//! - runs the one kernel scan per interval for the whole server (it holds the scanner role;
+//!   if the guard process is gone, the children's election takes over again);
+//! - rescues the CLOSE_WAIT sockets of hung children (`hung`).
+//!
+//! It runs as the `User` with CAP_SYS_PTRACE as its only capability (see ffi::guard_process)
+//! and treats the shared table as hostile input.
+
+pub mod hung;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::clock::mono_ms;
+use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
+use crate::guard::{election, scan};
+use crate::kernel::{self, sock_diag::DiagSocket, KernelSocket, TCP_CLOSE_WAIT};
+use crate::messages::{self, log_safe, LogSink, Severity};
+use crate::sys::socket::Refusal;
+use crate::sys::{pidfd, procfs};
+use crate::table::layout::guard_reach;
+use crate::table::SharedTable;
+use hung::{ChildId, Outcome, Reach};
+
+/// How often dead children are looked for: a killed child's rows go within this (≤ 1 s).
+pub const RECLAIM_EVERY_MS: u64 = 250;
+
+/// pidfd + pidfd_getfd into this server's children, verified against the kernel.
+pub struct KernelReach {
+    root: u32,
+    log: LogSink,
+    denied_logged: bool,
+}
+
+impl Reach for KernelReach {
+    fn is_our_child(&mut self, c: ChildId) -> bool {
+        procfs::stat(c.pid).is_some_and(|st| {
+            st.ppid == self.root && st.start_time == c.start_time && st.state != 'Z'
+        })
+    }
+
+    fn shutdown_in(&mut self, c: ChildId, fd: i32, k: &KernelSocket) -> Result<(), Refusal> {
+        let pidfd = pidfd::open(c.pid).map_err(|_| Refusal::Gone)?;
+        // The pidfd pins the process; it must still be the child we verified.
+        if !self.is_our_child(c) {
+            return Err(Refusal::Gone);
+        }
+        let dup = pidfd::get_fd(&pidfd, fd).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                self.cannot_reach(&e);
+            }
+            Refusal::Io(e.to_string())
+        })?;
+        crate::sys::socket::shutdown_taken(&dup, k.inode, k.local, k.remote, TCP_CLOSE_WAIT)
+    }
+}
+
+impl KernelReach {
+    fn cannot_reach(&mut self, e: &std::io::Error) {
+        if !std::mem::replace(&mut self.denied_logged, true) {
+            (self.log)(Severity::Warn, messages::RESCUE_DEGRADED, &format!(
+                "the guard process cannot take descriptors out of children ({e}; it needs CAP_SYS_PTRACE, or the same user as dumpable children): hung children's CLOSE_WAIT sockets are shown and reported, not closed"
+            ));
+        }
+    }
+}
+
+/// The guard process's loop. Returns only when the root parent is gone.
+pub fn run(table: SharedTable, root: u32, log: LogSink) {
+    let me = std::process::id();
+    let h = table.header();
+    h.guard_pid.store(me, Relaxed);
+    // Take the scanner role from whichever child holds it: one scan for the server, here.
+    h.scanner_pid.store(me, Relaxed);
+    h.scanner_beat_mono_ms.store(mono_ms(), Relaxed);
+    let mut reach = KernelReach {
+        root,
+        log,
+        denied_logged: false,
+    };
+    let mut diag = DiagSocket::open().ok();
+    let mut next_scan = 0;
+    while std::os::unix::process::parent_id() == root {
+        let now = mono_ms();
+        let reclaimed = table.reclaim_dead(procfs::is_alive);
+        if reclaimed > 0 {
+            log(Severity::Notice, messages::SLOTS_RECLAIMED, &format!(
+                "guard process reclaimed {reclaimed} connection slots of children that died"
+            ));
+        }
+        if now >= next_scan {
+            let interval = h
+                .scan_interval_ms
+                .load(Relaxed)
+                .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS);
+            next_scan = now + interval;
+            if election::take_turn(&table, me, now, interval) {
+                scan_and_rescue(&table, diag.as_mut(), &mut reach, log);
+            }
+        }
+        let wait = next_scan.saturating_sub(mono_ms()).min(RECLAIM_EVERY_MS).max(1);
+        std::thread::sleep(Duration::from_millis(wait));
+    }
+}
+
+fn scan_and_rescue(table: &SharedTable, diag: Option<&mut DiagSocket>, reach: &mut KernelReach, log: LogSink) {
+    let started = Instant::now();
+    let result = kernel::close_wait_on(diag, &table.listeners());
+    let now = mono_ms();
+    let ok = result.is_ok();
+    let sockets = result.unwrap_or_default();
+    scan::apply(table, &sockets, now);
+    election::beat(table, mono_ms(), started.elapsed().as_micros() as u64, ok);
+    let rescue_on = table.header().rescue.load(Relaxed) != 0;
+    let mut out = Vec::new();
+    hung::rescue_hung(table, &sockets, now, rescue_on, reach, &mut out);
+    for r in &out {
+        log_rescue(log, r);
+    }
+    let h = table.header();
+    if reach.denied_logged {
+        h.guard_reach.store(guard_reach::NONE, Relaxed);
+    } else if out.iter().any(|r| r.outcome == Outcome::Rescued) {
+        h.guard_reach.store(guard_reach::CHILDREN, Relaxed);
+    }
+}
+
+fn log_rescue(log: LogSink, r: &hung::Rescue) {
+    let request = if r.method.is_empty() && r.path.is_empty() {
+        "- (none read yet)".to_string()
+    } else {
+        format!("{} {}", log_safe(&r.method), log_safe(&r.path))
+    };
+    let who = format!(
+        "client {}, vhost {}, pid {} (hung for {:.1}s), request {request}",
+        r.client,
+        log_safe(&r.vhost),
+        r.pid,
+        r.hung_ms as f64 / 1000.0
+    );
+    let secs = r.close_wait_ms as f64 / 1000.0;
+    match &r.outcome {
+        Outcome::Rescued => log(Severity::Notice, messages::RESCUED, &format!(
+            "rescued a connection stuck in CLOSE_WAIT for {secs:.1}s in a hung child ({who}); closed by the guard process with shutdown() on a duplicate taken out of the child, the client got a FIN"
+        )),
+        Outcome::Reported => log(Severity::Warn, messages::REPORTED, &format!(
+            "connection stuck in CLOSE_WAIT for {secs:.1}s in a hung child ({who}); not closed: SocketGuardAutoClose Report or SocketGuardRescue Off"
+        )),
+        Outcome::Refused(why) => log(Severity::Debug, messages::CLOSE_SKIPPED, &format!(
+            "guard process did not close a socket of a hung child ({who}): {why}"
+        )),
+    }
+}

@@ -1,0 +1,113 @@
+//! Dropping the guard process's privileges: from root to Apache's `User`, keeping exactly one
+//! capability, CAP_SYS_PTRACE, which `pidfd_getfd` needs to take a descriptor out of a child
+//! that runs as `User` and is non-dumpable (it changed uid from root).
+
+use std::io;
+
+pub const CAP_SYS_PTRACE: u32 = 19;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+}
+
+/// The highest capability number this kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Root only: becomes `uid`/`gid` (no supplementary groups) with CAP_SYS_PTRACE as the only
+/// capability left, in every set including the bounding set, and no way to gain others
+/// (no_new_privs). Call before any thread is started.
+pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: prctl/setgroups/setres[ug]id/capset are plain syscalls on this process; the
+    // capset header and data are properly sized local structs.
+    unsafe {
+        for cap in 0..=last_cap() {
+            if cap != CAP_SYS_PTRACE {
+                // EINVAL for numbers this kernel lacks is fine.
+                libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+            }
+        }
+        check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")?;
+        check(libc::setgroups(0, std::ptr::null()), "setgroups")?;
+        check(libc::setresgid(gid, gid, gid), "setresgid")?;
+        check(libc::setresuid(uid, uid, uid), "setresuid")?;
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let bit = 1u32 << CAP_SYS_PTRACE;
+        let mut data = [
+            CapData {
+                effective: bit,
+                permitted: bit,
+                inheritable: 0,
+            },
+            CapData::default(),
+        ];
+        check(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_mut_ptr()) as libc::c_int,
+            "capset",
+        )?;
+        check(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0), "PR_SET_KEEPCAPS")?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")?;
+    }
+    Ok(())
+}
+
+/// Whether CAP_SYS_PTRACE is in this process's effective set.
+pub fn has_ptrace_cap() -> bool {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData into our properly sized array.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    rc == 0 && data[0].effective & (1 << CAP_SYS_PTRACE) != 0
+}
+
+/// The effective capability mask (low 64 bits) of process `pid`, from /proc (for tests and
+/// the status line).
+pub fn cap_eff_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn own_capabilities_are_readable() {
+        let eff = super::cap_eff_of(std::process::id()).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(super::has_ptrace_cap(), eff & (1 << super::CAP_SYS_PTRACE) != 0);
+        if as_root {
+            assert!(super::has_ptrace_cap());
+        }
+    }
+}
