@@ -72,7 +72,11 @@ unsafe fn fork_guard(sp: *mut Spawn) {
     }
     // SAFETY: reading the pid apr_proc_fork wrote.
     let pid = unsafe { (*sp).process.pid };
-    log::debug(std::ptr::null(), messages::GUARD_PROCESS, &format!("guard process pid {pid} started"));
+    log::debug(
+        std::ptr::null(),
+        messages::GUARD_PROCESS,
+        &format!("guard process pid {pid} started"),
+    );
 }
 
 /// Called by the MPM (root parent) about the guard process: on its death it is forked again.
@@ -90,14 +94,19 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
                     b::apr_proc_other_child_unregister(data);
                 }
                 if let Some(t) = runtime::table() {
-                    let _ = t.header().guard_pid.compare_exchange(pid as u32, 0, Relaxed, Relaxed);
+                    let _ = t
+                        .header()
+                        .guard_pid
+                        .compare_exchange(pid as u32, 0, Relaxed, Relaxed);
                 }
                 if stopping() {
                     return;
                 }
-                log::warn(std::ptr::null(), messages::GUARD_PROCESS, &format!(
-                    "guard process pid {pid} died (status {status}); starting a new one"
-                ));
+                log::warn(
+                    std::ptr::null(),
+                    messages::GUARD_PROCESS,
+                    &format!("guard process pid {pid} died (status {status}); starting a new one"),
+                );
                 // SAFETY: `sp` is still alive in pconf.
                 unsafe { fork_guard(sp) };
             }
@@ -133,8 +142,20 @@ fn child_main(root: u32) -> ! {
         reset_signals();
         // SAFETY: prctl on this process: die with the root parent; name it in ps/top.
         unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
-            libc::prctl(libc::PR_SET_NAME, c"socket-guard".as_ptr() as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            libc::prctl(
+                libc::PR_SET_NAME,
+                c"socket-guard".as_ptr() as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
         }
         if std::os::unix::process::parent_id() != root {
             return; // the parent died between fork and prctl
@@ -189,7 +210,11 @@ fn drop_privileges() {
     // SAFETY: geteuid has no preconditions; ap_unixd_config is set by the config (User/Group)
     // before post_config and only read here.
     let (euid, uid, gid) = unsafe {
-        (libc::geteuid(), b::ap_unixd_config.user_id, b::ap_unixd_config.group_id)
+        (
+            libc::geteuid(),
+            b::ap_unixd_config.user_id,
+            b::ap_unixd_config.group_id,
+        )
     };
     if euid != 0 {
         return; // a non-root Apache: the guard process has its children's user already

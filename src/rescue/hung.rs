@@ -31,7 +31,12 @@ pub trait Reach {
     /// Whether `child` is alive and a child of this server's root parent.
     fn is_our_child(&mut self, child: ChildId) -> bool;
     /// Takes descriptor `fd` out of `child` and shuts it down if it is the kernel's `socket`.
-    fn shutdown_in(&mut self, child: ChildId, fd: i32, socket: &KernelSocket) -> Result<(), Refusal>;
+    fn shutdown_in(
+        &mut self,
+        child: ChildId,
+        fd: i32,
+        socket: &KernelSocket,
+    ) -> Result<(), Refusal>;
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -93,7 +98,9 @@ pub fn rescue_hung(
             if slot.owner_pid.load(Relaxed) != child.pid {
                 continue;
             }
-            if let Some(r) = rescue_one(table, i, slot, child, hung_ms, close_wait, now, rescue_on, reach) {
+            if let Some(r) = rescue_one(
+                table, i, slot, child, hung_ms, close_wait, now, rescue_on, reach,
+            ) {
                 out.push(r);
             }
         }
@@ -120,7 +127,9 @@ fn rescue_one(
     }
     let vhost = table.vhost(slot.vhost.load(Relaxed))?;
     let mode = AutoClose::from_u8(vhost.auto_close.load(Relaxed) as u8);
-    if mode == AutoClose::Off || now < since.saturating_add(vhost.close_wait_timeout_ms.load(Relaxed)) {
+    if mode == AutoClose::Off
+        || now < since.saturating_add(vhost.close_wait_timeout_ms.load(Relaxed))
+    {
         return None;
     }
     if mode == AutoClose::Report && flags & FLAG_REPORTED != 0 {
@@ -150,7 +159,8 @@ fn rescue_one(
     }
     match reach.shutdown_in(child, view.fd, socket) {
         Ok(()) => {
-            slot.flags.fetch_or(FLAG_FORCE_CLOSED | FLAG_RESCUED | FLAG_ABANDONED, Relaxed);
+            slot.flags
+                .fetch_or(FLAG_FORCE_CLOSED | FLAG_RESCUED | FLAG_ABANDONED, Relaxed);
             slot.abandoned_since_mono_ms.store(now, Relaxed);
             table.record_close_wait_end(slot);
             c.force_closed_rescue.fetch_add(1, Relaxed);
@@ -203,7 +213,10 @@ mod tests {
         t.header().hung_child_timeout_ms.store(2_000, Relaxed);
         let v = t.register_vhost("on.test", 80);
         t.vhost(v).unwrap().auto_close.store(mode as u32, Relaxed);
-        t.vhost(v).unwrap().close_wait_timeout_ms.store(1_000, Relaxed);
+        t.vhost(v)
+            .unwrap()
+            .close_wait_timeout_ms
+            .store(1_000, Relaxed);
         t.claim_child(5, 0, 77, 10_000).unwrap();
         let h = heap.stuck_connection(5, v, 99, 10_500);
         (heap, h)
@@ -213,7 +226,10 @@ mod tests {
     fn a_hung_childs_socket_is_rescued_once_the_kernel_confirms_it() {
         let (heap, h) = setup(AutoClose::On);
         let t = heap.table();
-        let mut reach = FakeReach { ours: true, ..Default::default() };
+        let mut reach = FakeReach {
+            ours: true,
+            ..Default::default()
+        };
         let mut out = Vec::new();
         // Not hung yet (checked in 1.9 s ago).
         rescue_hung(&t, &[kernel(99)], 11_900, true, &mut reach, &mut out);

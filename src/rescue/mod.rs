@@ -88,9 +88,13 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
         let now = mono_ms();
         let reclaimed = table.reclaim_dead(procfs::is_alive);
         if reclaimed > 0 {
-            log(Severity::Notice, messages::SLOTS_RECLAIMED, &format!(
-                "guard process reclaimed {reclaimed} connection slots of children that died"
-            ));
+            log(
+                Severity::Notice,
+                messages::SLOTS_RECLAIMED,
+                &format!(
+                    "guard process reclaimed {reclaimed} connection slots of children that died"
+                ),
+            );
         }
         if now >= next_scan {
             let interval = h
@@ -102,12 +106,20 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
                 scan_and_rescue(&table, diag.as_mut(), &mut reach, log);
             }
         }
-        let wait = next_scan.saturating_sub(mono_ms()).min(RECLAIM_EVERY_MS).max(1);
+        let wait = next_scan
+            .saturating_sub(mono_ms())
+            .min(RECLAIM_EVERY_MS)
+            .max(1);
         std::thread::sleep(Duration::from_millis(wait));
     }
 }
 
-fn scan_and_rescue(table: &SharedTable, diag: Option<&mut DiagSocket>, reach: &mut KernelReach, log: LogSink) {
+fn scan_and_rescue(
+    table: &SharedTable,
+    diag: Option<&mut DiagSocket>,
+    reach: &mut KernelReach,
+    log: LogSink,
+) {
     let started = Instant::now();
     let result = kernel::close_wait_on(diag, &table.listeners());
     let now = mono_ms();

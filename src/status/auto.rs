@@ -94,6 +94,9 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "ScanErrors: {}", sc.scan_errors);
     let _ = writeln!(o, "LastScanUs: {}", sc.last_scan_us);
     let _ = writeln!(o, "LastScanAgeMs: {}", sc.last_scan_age_ms);
+    let _ = writeln!(o, "GuardProcessPid: {}", sc.guard_pid);
+    let _ = writeln!(o, "GuardProcessReach: {}", sc.guard_reach);
+    let _ = writeln!(o, "Rescue: {}", if sc.rescue { "On" } else { "Off" });
     let _ = writeln!(o, "ForceClosedHeld: {}", force_closed_held(s));
     let _ = writeln!(o, "AbandonedNow: {}", t.abandoned_now);
     let h = &s.close_wait_histogram;

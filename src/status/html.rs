@@ -360,7 +360,10 @@ fn conn_row(o: &mut String, c: &ConnRow) {
 fn class_meaning(class: CloseWaitClass) -> &'static str {
     match class {
         CloseWaitClass::Stuck => "a live worker's handler has not returned: AutoClose applies",
-        CloseWaitClass::Hung => "its child's guard stopped checking in: parent rescue applies",
+        CloseWaitClass::Hung => {
+            "its child's guard stopped checking in: the guard process rescues it \
+             (SocketGuardRescue On, AutoClose On)"
+        }
         CloseWaitClass::OldGeneration => {
             "a child from before the last graceful restart: treated like stuck; piles up at \
              restarts"
@@ -373,6 +376,21 @@ fn class_meaning(class: CloseWaitClass) -> &'static str {
 
 fn scanner(o: &mut String, s: &Snapshot) {
     let sc = &s.scanner;
+    let _ = writeln!(
+        o,
+        "<p id=\"guard-process\">Guard process: {}; rescue of hung children's sockets: {}.</p>",
+        if sc.guard_pid == 0 {
+            "not running (children scan for themselves)".to_string()
+        } else {
+            format!("pid {}", sc.guard_pid)
+        },
+        match (sc.rescue, sc.guard_reach) {
+            (false, _) => "Off (SocketGuardRescue Off: shown and reported only)",
+            (true, "none") => "not possible here (no CAP_SYS_PTRACE): shown and reported only",
+            (true, _) if sc.guard_pid == 0 => "not running",
+            (true, _) => "On",
+        }
+    );
     if sc.pid == 0 {
         o.push_str("<p id=\"scanner\">Scanner: no child has scanned yet.</p>\n");
         return;
@@ -605,7 +623,8 @@ mod tests {
         ));
         assert!(k.contains(
             "<tr class=\"cw\"><td>hung</td><td class=\"n\">1</td><td>its child&#39;s guard \
-             stopped checking in: parent rescue applies</td></tr>"
+             stopped checking in: the guard process rescues it (SocketGuardRescue On, AutoClose \
+             On)</td></tr>"
         ));
         assert!(k.contains(
             "<tr><td>old_generation</td><td class=\"n\">0</td><td>a child from before the last \

@@ -173,8 +173,16 @@ fn scanner(s: &Snapshot) -> String {
     let sc = &s.scanner;
     format!(
         "{{\"pid\":{},\"scans\":{},\"scan_errors\":{},\"last_scan_us\":{},\
-         \"last_scan_age_ms\":{}}}",
-        sc.pid, sc.scans, sc.scan_errors, sc.last_scan_us, sc.last_scan_age_ms
+         \"last_scan_age_ms\":{},\"guard_process_pid\":{},\"guard_process_reach\":\"{}\",\
+         \"rescue\":{}}}",
+        sc.pid,
+        sc.scans,
+        sc.scan_errors,
+        sc.last_scan_us,
+        sc.last_scan_age_ms,
+        sc.guard_pid,
+        sc.guard_reach,
+        sc.rescue
     )
 }
 

@@ -235,6 +235,9 @@ pub(crate) mod fixture {
                 scan_errors: 2,
                 last_scan_us: 140,
                 last_scan_age_ms: 300,
+                guard_pid: 100,
+                guard_reach: "children",
+                rescue: true,
             },
         }
     }

@@ -47,6 +47,12 @@ pub struct ScannerInfo {
     pub last_scan_us: u64,
     /// Milliseconds since the last scan finished.
     pub last_scan_age_ms: u64,
+    /// The guard process (0: none running).
+    pub guard_pid: u32,
+    /// What it can do: "children" (rescue works), "none" (cannot reach children), "unknown".
+    pub guard_reach: &'static str,
+    /// SocketGuardRescue.
+    pub rescue: bool,
 }
 
 /// Who holds a CLOSE_WAIT socket (SPEC "Who holds a CLOSE_WAIT socket"): each class needs a

@@ -9,7 +9,9 @@ use super::model::*;
 use crate::config::AutoClose;
 use crate::kernel::KernelSocket;
 use crate::table::layout::HISTOGRAM_BOUNDS_MS;
-use crate::table::slot::{FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM, FLAG_FORCE_CLOSED};
+use crate::table::slot::{
+    FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM, FLAG_FORCE_CLOSED, FLAG_RESCUED,
+};
 use crate::table::state::ConnState;
 use crate::table::SharedTable;
 
@@ -105,7 +107,9 @@ pub fn build(
         // What people need to see: the guard's action first, then the kernel's state, then
         // Apache's. A force-closed connection stays listed (its handler may still run), which
         // shows which URL leaks.
-        v.state = if v.flags & FLAG_FORCE_CLOSED != 0 {
+        v.state = if v.flags & FLAG_RESCUED != 0 {
+            ConnState::Rescued
+        } else if v.flags & FLAG_FORCE_CLOSED != 0 {
             ConnState::ForceClosed
         } else if v.close_wait_since_mono_ms != 0 {
             ConnState::CloseWait
@@ -198,6 +202,13 @@ pub fn build(
         scan_errors: h.scan_errors.load(Relaxed),
         last_scan_us: h.last_scan_us.load(Relaxed),
         last_scan_age_ms: now_mono_ms.saturating_sub(h.scanner_beat_mono_ms.load(Relaxed)),
+        guard_pid: h.guard_pid.load(Relaxed),
+        guard_reach: match h.guard_reach.load(Relaxed) {
+            crate::table::layout::guard_reach::CHILDREN => "children",
+            crate::table::layout::guard_reach::NONE => "none",
+            _ => "unknown",
+        },
+        rescue: h.rescue.load(Relaxed) != 0,
     };
     snap
 }

@@ -51,7 +51,10 @@ pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
                 libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
             }
         }
-        check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")?;
+        check(
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
+            "PR_SET_KEEPCAPS",
+        )?;
         check(libc::setgroups(0, std::ptr::null()), "setgroups")?;
         check(libc::setresgid(gid, gid, gid), "setresgid")?;
         check(libc::setresuid(uid, uid, uid), "setresuid")?;
@@ -72,8 +75,14 @@ pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
             libc::syscall(libc::SYS_capset, &mut header, data.as_mut_ptr()) as libc::c_int,
             "capset",
         )?;
-        check(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0), "PR_SET_KEEPCAPS")?;
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")?;
+        check(
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0),
+            "PR_SET_KEEPCAPS",
+        )?;
+        check(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            "PR_SET_NO_NEW_PRIVS",
+        )?;
     }
     Ok(())
 }
@@ -105,7 +114,10 @@ mod tests {
         let eff = super::cap_eff_of(std::process::id()).unwrap();
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
-        assert_eq!(super::has_ptrace_cap(), eff & (1 << super::CAP_SYS_PTRACE) != 0);
+        assert_eq!(
+            super::has_ptrace_cap(),
+            eff & (1 << super::CAP_SYS_PTRACE) != 0
+        );
         if as_root {
             assert!(super::has_ptrace_cap());
         }

@@ -338,8 +338,13 @@ mod tests {
             super::shutdown_taken(&dup, inode + 1, local, peer, CLOSE_WAIT),
             Err(Refusal::Reused)
         );
-        assert_eq!(super::shutdown_taken(&dup, inode, local, peer, CLOSE_WAIT), Ok(()));
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            super::shutdown_taken(&dup, inode, local, peer, CLOSE_WAIT),
+            Ok(())
+        );
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).unwrap(), 0, "a FIN, not a reset");
     }
