@@ -132,8 +132,8 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
 fn stopping() -> bool {
     let mut state: c_int = 0;
     // SAFETY: ap_mpm_query writes one int for this query code.
-    let rv = unsafe { b::ap_mpm_query(b::AP_MPMQ_MPM_STATE as i32, &mut state) };
-    rv == 0 && state == b::AP_MPMQ_STOPPING as i32
+    let rv = unsafe { b::ap_mpm_query(b::AP_MPMQ_MPM_STATE, &mut state) };
+    rv == 0 && state == b::AP_MPMQ_STOPPING
 }
 
 /// The forked guard process. Never returns into Apache.

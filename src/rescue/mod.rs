@@ -108,8 +108,7 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
         }
         let wait = next_scan
             .saturating_sub(mono_ms())
-            .min(RECLAIM_EVERY_MS)
-            .max(1);
+            .clamp(1, RECLAIM_EVERY_MS);
         std::thread::sleep(Duration::from_millis(wait));
     }
 }
