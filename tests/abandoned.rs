@@ -16,7 +16,7 @@ mod guard;
 #[path = "common/procs.rs"]
 mod procs;
 
-use common::{json, Conn, Mpm, Opts, MODULES_DIR};
+use common::{Conn, Mpm, Opts, MODULES_DIR};
 use guard::*;
 use procs::*;
 use std::time::{Duration, Instant};
@@ -139,20 +139,6 @@ fn abandoned_cgis_are_stopped(mpm: Mpm) {
 }
 
 mpm_tests!(abandoned_cgis_are_stopped);
-
-/// The pid serving `client_port` according to the status page.
-fn owner_pid(server: &Apache, client_port: u16, server_port: u16) -> i32 {
-    let mut pid = 0;
-    wait_until(Duration::from_secs(5), "the connection's row", || {
-        let j = server.status_json();
-        let rows = j.at("connections").as_array().unwrap().to_vec();
-        pid = row_for(&rows, client_port, server_port)
-            .and_then(|r| r.get("pid").and_then(json::Value::as_u64))
-            .unwrap_or(0) as i32;
-        pid != 0
-    });
-    pid
-}
 
 fn send_get(port: u16, path: &str) -> Conn {
     let mut c = Conn::connect(port).unwrap();

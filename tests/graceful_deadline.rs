@@ -10,7 +10,7 @@ mod guard;
 #[path = "common/procs.rs"]
 mod procs;
 
-use common::{json, Apache, Conn, Mpm};
+use common::{Conn, Mpm};
 use guard::*;
 use procs::*;
 use std::io::{Read, Write};
@@ -19,14 +19,6 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(3);
 const SIZE: usize = 20 * 1024 * 1024;
-
-fn owner_pid(server: &Apache, client_port: u16, server_port: u16) -> i32 {
-    let j = server.status_json();
-    let rows = j.at("connections").as_array().unwrap().to_vec();
-    row_for(&rows, client_port, server_port)
-        .and_then(|r| r.get("pid").and_then(json::Value::as_u64))
-        .unwrap_or(0) as i32
-}
 
 /// Starts a download of /huge.bin read at ~3 MiB/s; returns the thread's handle and the
 /// client port.

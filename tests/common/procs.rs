@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use crate::common::{json, Apache};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,4 +96,26 @@ impl Drop for StuckBackend {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.held.lock().unwrap().clear();
     }
+}
+
+/// The pid serving `client_port` on `server_port` according to the status page (waits up to
+/// 5 s for the row).
+pub fn owner_pid(server: &Apache, client_port: u16, server_port: u16) -> i32 {
+    let mut pid = 0;
+    wait_until(Duration::from_secs(5), "the connection's row", || {
+        let j = server.status_json();
+        let rows = j.at("connections").as_array().unwrap().to_vec();
+        pid = rows
+            .iter()
+            .find(|r| {
+                r.get("client")
+                    .and_then(json::Value::as_str)
+                    .is_some_and(|a| a.ends_with(&format!(":{client_port}")))
+                    && r.get("local_port").and_then(json::Value::as_u64) == Some(server_port as u64)
+            })
+            .and_then(|r| r.get("pid").and_then(json::Value::as_u64))
+            .unwrap_or(0) as i32;
+        pid != 0
+    });
+    pid
 }
