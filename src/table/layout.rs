@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -17,6 +17,9 @@ pub const VHOST_NAME_BYTES: usize = 96;
 pub const MAX_LISTEN_PORTS: usize = 32;
 /// In a `listen_ports` entry: the listener is an IPv6 socket (low 16 bits: the port).
 pub const LISTEN_IPV6: u32 = 1 << 16;
+/// CLOSE_WAIT sockets on our ports that no live connection owns, as the guard process last
+/// classified them (leaked with holder, or backlog); more are counted but not listed.
+pub const MAX_LEAKS: usize = 64;
 /// Upper bounds (ms) of the CLOSE_WAIT duration histogram; one more bucket holds the rest.
 pub const HISTOGRAM_BOUNDS_MS: [u64; 10] = [
     100, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,
@@ -87,6 +90,38 @@ pub struct Header {
     pub counters: Counters,
     pub histogram: [AtomicU64; HISTOGRAM_BOUNDS_MS.len() + 1],
     pub histogram_sum_ms: AtomicU64,
+    /// Written by the guard process only (single writer); see `LeakRow`.
+    pub leaks: [LeakRow; MAX_LEAKS],
+}
+
+/// One untracked CLOSE_WAIT socket the guard process classified. The writer clears `inode`,
+/// writes the rest, then stores `inode` last (Release); a reader loads `inode` (Acquire),
+/// reads the rest and keeps the row only if `inode` is unchanged. Display data only: nothing
+/// acts on it but the guard process, which re-verifies everything with the kernel.
+#[repr(C)]
+pub struct LeakRow {
+    pub inode: AtomicU64,
+    /// `leak_kind::*`.
+    pub kind: AtomicU32,
+    /// The process holding it (leaked), 0 if none was found.
+    pub holder_pid: AtomicU32,
+    /// The holder's command name (/proc/<pid>/comm, at most 16 bytes).
+    pub holder_comm: [AtomicU64; 2],
+    pub comm_len: AtomicU32,
+    /// 1 once the guard process shut it down.
+    pub closed: AtomicU32,
+    /// When the guard process first saw it untracked.
+    pub since_mono_ms: AtomicU64,
+}
+
+/// Values of `LeakRow::kind`.
+pub mod leak_kind {
+    pub const FREE: u32 = 0;
+    /// Held by a process that is not a live Apache child (an inherited descriptor).
+    pub const LEAKED: u32 = 1;
+    /// Held by no process, request bytes in Recv-Q: never accepted (the client gave up while
+    /// every worker was busy).
+    pub const BACKLOG: u32 = 2;
 }
 
 /// Values of `Header::guard_reach`.
