@@ -63,6 +63,10 @@ pub const RESCUE_DEGRADED: MsgId = MsgId("SG0025");
 /// The guard process started, or died and was restarted.
 pub const GUARD_PROCESS: MsgId = MsgId("SG0026");
 
+/// CLOSE_WAIT sockets that were never accepted (backlog): a capacity problem, said once per
+/// episode.
+pub const BACKLOG: MsgId = MsgId("SG0027");
+
 /// How loud a message from plain-Rust code (the guard thread) should be; the FFI layer maps
 /// it to an APLOG level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +123,7 @@ pub const ALL: &[MsgId] = &[
     RESCUED,
     RESCUE_DEGRADED,
     GUARD_PROCESS,
+    BACKLOG,
 ];
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! and treats the shared table as hostile input.
 
 pub mod hung;
+pub mod untracked;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,42 @@ impl Reach for KernelReach {
     }
 }
 
+impl untracked::Holders for KernelReach {
+    fn find(&mut self, inodes: &HashSet<u64>) -> HashMap<u64, untracked::Holder> {
+        let me = std::process::id();
+        crate::sys::process::socket_holders(inodes, me)
+            .into_iter()
+            .filter_map(|(inode, (pid, fd))| {
+                let st = procfs::stat(pid)?;
+                Some((
+                    inode,
+                    untracked::Holder {
+                        pid,
+                        fd,
+                        start_time: st.start_time,
+                        comm: crate::sys::process::comm(pid),
+                        is_apache_child: st.ppid == self.root || pid == self.root,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn shutdown_in(&mut self, h: &untracked::Holder, k: &KernelSocket) -> Result<(), Refusal> {
+        let pidfd = pidfd::open(h.pid).map_err(|_| Refusal::Gone)?;
+        if procfs::stat(h.pid).is_none_or(|st| st.start_time != h.start_time) {
+            return Err(Refusal::Gone);
+        }
+        let dup = pidfd::get_fd(&pidfd, h.fd).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                self.cannot_reach(&e);
+            }
+            Refusal::Io(e.to_string())
+        })?;
+        crate::sys::socket::shutdown_taken(&dup, k.inode, k.local, k.remote, TCP_CLOSE_WAIT)
+    }
+}
+
 impl KernelReach {
     fn cannot_reach(&mut self, e: &std::io::Error) {
         if !std::mem::replace(&mut self.denied_logged, true) {
@@ -83,6 +121,8 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
         denied_logged: false,
     };
     let mut diag = DiagSocket::open().ok();
+    let mut untracked = untracked::Untracked::default();
+    let mut backlog_reported = false;
     let mut next_scan = 0;
     while std::os::unix::process::parent_id() == root {
         let now = mono_ms();
@@ -103,7 +143,9 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
                 .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS);
             next_scan = now + interval;
             if election::take_turn(&table, me, now, interval) {
-                scan_and_rescue(&table, diag.as_mut(), &mut reach, log);
+                let backlog =
+                    scan_and_rescue(&table, diag.as_mut(), &mut reach, &mut untracked, log);
+                report_backlog(log, backlog, &mut backlog_reported);
             }
         }
         let wait = next_scan
@@ -113,12 +155,25 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
     }
 }
 
+/// Says once per episode that connections were abandoned in the listen queue.
+fn report_backlog(log: LogSink, backlog: usize, reported: &mut bool) {
+    if backlog > 0 && !*reported {
+        log(Severity::Warn, messages::BACKLOG, &format!(
+            "{backlog} connection(s) in CLOSE_WAIT were never accepted: their clients gave up while every worker was busy (a capacity problem: raise MaxRequestWorkers or stop stuck handlers with SocketGuardAbandonedTimeout); the module does not close them"
+        ));
+    }
+    *reported = backlog > 0;
+}
+
+/// One scan: the kernel's CLOSE_WAIT sockets joined to the table, hung children's sockets
+/// rescued, untracked ones classified. Returns the backlog count.
 fn scan_and_rescue(
     table: &SharedTable,
     diag: Option<&mut DiagSocket>,
     reach: &mut KernelReach,
+    untracked: &mut untracked::Untracked,
     log: LogSink,
-) {
+) -> usize {
     let started = Instant::now();
     let result = kernel::close_wait_on(diag, &table.listeners());
     let now = mono_ms();
@@ -132,11 +187,39 @@ fn scan_and_rescue(
     for r in &out {
         log_rescue(log, r);
     }
+    let mut leaks = Vec::new();
+    let backlog = untracked.pass(table, &sockets, now, rescue_on, reach, &mut leaks);
+    for e in &leaks {
+        log_leak(log, e);
+    }
     let h = table.header();
     if reach.denied_logged {
         h.guard_reach.store(guard_reach::NONE, Relaxed);
     } else if out.iter().any(|r| r.outcome == Outcome::Rescued) {
         h.guard_reach.store(guard_reach::CHILDREN, Relaxed);
+    }
+    backlog
+}
+
+fn log_leak(log: LogSink, e: &untracked::LeakEvent) {
+    let who = format!(
+        "client {}, vhost {}, held by pid {} ({}), not an Apache child",
+        e.client,
+        log_safe(&e.vhost),
+        e.holder_pid,
+        log_safe(&e.holder_comm)
+    );
+    let secs = e.close_wait_ms as f64 / 1000.0;
+    match &e.outcome {
+        untracked::Outcome::Closed => log(Severity::Notice, messages::RESCUED, &format!(
+            "rescued a leaked socket in CLOSE_WAIT for {secs:.1}s ({who}); closed by the guard process with shutdown() on a duplicate taken out of the holder, the client got a FIN; the holder keeps running"
+        )),
+        untracked::Outcome::Reported => log(Severity::Warn, messages::REPORTED, &format!(
+            "leaked socket in CLOSE_WAIT for {secs:.1}s ({who}); not closed: SocketGuardAutoClose Report or SocketGuardRescue Off"
+        )),
+        untracked::Outcome::Refused(why) => log(Severity::Debug, messages::CLOSE_SKIPPED, &format!(
+            "guard process did not close a leaked socket ({who}): {why}"
+        )),
     }
 }
 

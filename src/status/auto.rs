@@ -32,14 +32,15 @@ pub(crate) fn force_closed_held(s: &Snapshot) -> u64 {
         .count() as u64
 }
 
-/// The `?auto` key for the kernel count of one class. `untracked` keeps its older key,
-/// `KernelCloseWaitUntracked`, written once with the tracked/leaked lines.
+/// The `?auto` key for the kernel count of one class. `leaked`, `backlog` and `untracked`
+/// are kinds as well as classes (the same number): each is written once, with the
+/// tracked/untracked/leaked/backlog lines.
 fn class_key(class: CloseWaitClass) -> Option<&'static str> {
     match class {
         CloseWaitClass::Stuck => Some("KernelCloseWaitStuck"),
         CloseWaitClass::Hung => Some("KernelCloseWaitHung"),
         CloseWaitClass::OldGeneration => Some("KernelCloseWaitOldGeneration"),
-        CloseWaitClass::Untracked => None,
+        CloseWaitClass::Leaked | CloseWaitClass::Backlog | CloseWaitClass::Untracked => None,
     }
 }
 
@@ -80,7 +81,8 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "KernelView: {}", view);
     let _ = writeln!(o, "KernelCloseWaitTracked: {}", k.tracked);
     let _ = writeln!(o, "KernelCloseWaitUntracked: {}", k.untracked);
-    let _ = writeln!(o, "KernelCloseWaitLeaked: {}", k.leaked.len());
+    let _ = writeln!(o, "KernelCloseWaitLeaked: {}", k.leaked_count);
+    let _ = writeln!(o, "KernelCloseWaitBacklog: {}", k.backlog);
     for class in CloseWaitClass::ALL {
         if let Some(key) = class_key(class) {
             let _ = writeln!(o, "{}: {}", key, k.count(class));
@@ -132,6 +134,19 @@ pub fn render(s: &Snapshot) -> String {
             c.open,
             c.checkin_age_ms,
             u8::from(c.hung)
+        );
+    }
+    // One line per leaked socket; the holder's command name is untrusted text (another
+    // program chose it), so it is made a single token like a vhost name.
+    for l in &k.leaked {
+        let _ = writeln!(
+            o,
+            "Leaked: client={} port={} holder={} comm={} closed={}",
+            auto_token(&l.client),
+            l.local_port,
+            l.holder_pid.unwrap_or(0),
+            auto_token(&l.holder_comm),
+            u8::from(l.closed)
         );
     }
     o
@@ -266,10 +281,15 @@ mod tests {
                 + n("KernelCloseWaitOldGeneration"),
             n("KernelCloseWaitTracked")
         );
-        // The new lines come right after KernelCloseWaitLeaked, before the histogram.
+        // The class lines come right after the kinds (tracked, untracked, leaked, backlog),
+        // before the histogram.
         let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
         let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
-        assert_eq!(at("KernelCloseWaitStuck"), at("KernelCloseWaitLeaked") + 1);
+        assert_eq!(
+            at("KernelCloseWaitBacklog"),
+            at("KernelCloseWaitLeaked") + 1
+        );
+        assert_eq!(at("KernelCloseWaitStuck"), at("KernelCloseWaitBacklog") + 1);
         assert!(at("ForceClosedHeld") < at("CloseWaitSecondsCount"));
     }
 
@@ -281,6 +301,8 @@ mod tests {
         assert_eq!(get(&kv, "KernelCloseWaitHung"), vec!["6"]);
         assert_eq!(get(&kv, "KernelCloseWaitOldGeneration"), vec!["7"]);
         assert_eq!(get(&kv, "KernelCloseWaitUntracked"), vec!["8"]);
+        assert_eq!(get(&kv, "KernelCloseWaitLeaked"), vec!["9"]);
+        assert_eq!(get(&kv, "KernelCloseWaitBacklog"), vec!["10"]);
         assert_eq!(get(&kv, "CloseWaitVerdict"), vec!["churn"]);
     }
 
@@ -339,6 +361,34 @@ mod tests {
             vh[0].ends_with(" AbandonedTimeoutMs=5000 StoppedCgi=4 StoppedChild=1"),
             "{vh:?}"
         );
+    }
+
+    #[test]
+    fn leaked_lines_and_backlog() {
+        let mut s = fixture::snapshot();
+        s.kernel.leaked[1].closed = true;
+        let kv = lines(&render(&s));
+        let one = |k: &str| one(&kv, k);
+        assert_eq!(one("KernelCloseWaitLeaked"), "2");
+        assert_eq!(one("KernelCloseWaitBacklog"), "3");
+        assert_eq!(one("KernelCloseWaitUntracked"), "1");
+        // The hostile comm and client stay one token each; no line of their own.
+        assert_eq!(
+            get(&kv, "Leaked"),
+            [
+                "client=198.51.100.9:1234_<b> port=80 holder=4242 comm=<x>\"_ closed=0",
+                "client=[2001:db8::1]:999 port=443 holder=0 comm= closed=1",
+            ]
+        );
+        for l in get(&kv, "Leaked") {
+            let keys: Vec<&str> = l.split(' ').map(|t| t.split_once('=').unwrap().0).collect();
+            assert_eq!(keys, ["client", "port", "holder", "comm", "closed"]);
+        }
+        // Leaked and backlog are printed once, as kinds, not again as classes.
+        assert!(kv.iter().all(|(k, _)| !k.ends_with("Class")));
+        let empty = lines(&render(&Default::default()));
+        assert_eq!(get(&empty, "KernelCloseWaitBacklog"), ["0"]);
+        assert!(get(&empty, "Leaked").is_empty());
     }
 
     #[test]

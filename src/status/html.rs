@@ -158,12 +158,21 @@ fn headline(o: &mut String, s: &Snapshot) {
              could not be read (see Kernel view).</p>\n",
         );
     }
-    let leaked = s.kernel.leaked.len() as u64;
+    let leaked = s.kernel.leaked_count;
     if leaked > 0 {
         let _ = writeln!(
             o,
-            "<p class=\"hung\">{} held outside Apache (see Kernel view)</p>",
+            "<p class=\"hung\" id=\"leaked-now\">{} held outside Apache (see Kernel view)</p>",
             plural(leaked, "leaked socket", "leaked sockets")
+        );
+    }
+    let backlog = s.kernel.backlog;
+    if backlog > 0 {
+        let _ = writeln!(
+            o,
+            "<p class=\"hung\" id=\"backlog-now\">{} never accepted: clients gave up while \
+             every worker was busy (a capacity problem, see Kernel view)</p>",
+            plural(backlog, "socket", "sockets")
         );
     }
     let abandoned = s.totals.abandoned_now;
@@ -368,8 +377,17 @@ fn class_meaning(class: CloseWaitClass) -> &'static str {
             "a child from before the last graceful restart: treated like stuck; piles up at \
              restarts"
         }
+        CloseWaitClass::Leaked => {
+            "held by a process that is not an Apache child: the guard process closes it when \
+             AutoClose is On; the holder is never killed"
+        }
+        CloseWaitClass::Backlog => {
+            "never accepted: the client gave up while every worker was busy \u{2014} a capacity \
+             problem; counted, never closed"
+        }
         CloseWaitClass::Untracked => {
-            "not an Apache connection we track (leaked, backlog, or table full)"
+            "not an Apache connection we track, not (yet) classified by the guard process \
+             (e.g. the table was full)"
         }
     }
 }
@@ -419,10 +437,8 @@ fn kernel(o: &mut String, s: &Snapshot) {
     let _ = writeln!(
         o,
         "<p>CLOSE_WAIT sockets on this server's listening ports: {} tracked, {} untracked, \
-         {} leaked.</p>",
-        k.tracked,
-        k.untracked,
-        k.leaked.len()
+         {} leaked, {} backlog.</p>",
+        k.tracked, k.untracked, k.leaked_count, k.backlog
     );
     o.push_str("<h3>Who holds them</h3>\n");
     table_head(o, &["Class", "Sockets", "What it means / remedy"]);
@@ -443,19 +459,37 @@ fn kernel(o: &mut String, s: &Snapshot) {
         return;
     }
     o.push_str("<h3>Leaked sockets</h3>\n");
-    table_head(o, &["Client", "Local port", "Inode", "Holder PID"]);
+    table_head(
+        o,
+        &[
+            "Client",
+            "Local port",
+            "Inode",
+            "Holder PID",
+            "Holder command",
+            "Closed",
+        ],
+    );
     for l in &k.leaked {
         let holder = l
             .holder_pid
             .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        // The command name is whatever the holder called itself: untrusted text.
+        let comm = if l.holder_comm.is_empty() {
+            "-".to_string()
+        } else {
+            format!("<code>{}</code>", e(&l.holder_comm))
+        };
         row(
             o,
-            Some("cw"),
+            (!l.closed).then_some("cw"),
             &[
                 txt(e(&l.client)),
                 num(l.local_port),
                 num(l.inode),
                 num(holder),
+                txt(comm),
+                txt(if l.closed { "yes" } else { "no" }.to_string()),
             ],
         );
     }
@@ -631,12 +665,61 @@ mod tests {
              graceful restart: treated like stuck; piles up at restarts</td></tr>"
         ));
         assert!(k.contains(
-            "<tr class=\"cw\"><td>untracked</td><td class=\"n\">1</td><td>not an Apache \
-             connection we track (leaked, backlog, or table full)</td></tr>"
+            "<tr class=\"cw\"><td>leaked</td><td class=\"n\">2</td><td>held by a process \
+             that is not an Apache child: the guard process closes it when AutoClose is On; the \
+             holder is never killed</td></tr>"
         ));
+        assert!(k.contains(
+            "<tr class=\"cw\"><td>backlog</td><td class=\"n\">3</td><td>never accepted: the \
+             client gave up while every worker was busy \u{2014} a capacity problem; counted, \
+             never closed</td></tr>"
+        ));
+        assert!(k.contains(
+            "<tr class=\"cw\"><td>untracked</td><td class=\"n\">1</td><td>not an Apache \
+             connection we track, not (yet) classified by the guard process (e.g. the table was \
+             full)</td></tr>"
+        ));
+        // In ALL's order: the two new classes between old_generation and untracked.
+        let at = |c: &str| k.find(&format!("<td>{c}</td>")).unwrap();
+        assert!(at("old_generation") < at("leaked"));
+        assert!(at("leaked") < at("backlog") && at("backlog") < at("untracked"));
         let mut s = fixture::snapshot();
         s.kernel.old_generation = 7;
         assert!(render(&s, None).contains("<td>old_generation</td><td class=\"n\">7</td>"));
+    }
+
+    #[test]
+    fn leaked_table_and_backlog_headline() {
+        let p = page();
+        let k = &p[p.find("<h3>Leaked sockets</h3>").unwrap()..];
+        let k = &k[..k.find("</table>").unwrap()];
+        assert!(k.contains(
+            "<th>Client</th><th>Local port</th><th>Inode</th><th>Holder PID</th>\
+             <th>Holder command</th><th>Closed</th>"
+        ));
+        // The hostile command name is escaped.
+        assert!(k.contains(
+            "<tr class=\"cw\"><td>198.51.100.9:1234\n&lt;b&gt;</td><td class=\"n\">80</td>\
+             <td class=\"n\">987654</td><td class=\"n\">4242</td>\
+             <td><code>&lt;x&gt;&quot;\n</code></td><td>no</td></tr>"
+        ));
+        assert!(k.contains("<td class=\"n\">unknown</td><td>-</td><td>no</td></tr>"));
+        assert!(!p.contains("<x>"));
+        assert!(p.contains("2 tracked, 1 untracked, 2 leaked, 3 backlog."));
+        assert!(p.contains(
+            "<p class=\"hung\" id=\"backlog-now\">3 sockets never accepted: clients gave up \
+             while every worker was busy (a capacity problem, see Kernel view)</p>"
+        ));
+        assert!(p.contains("id=\"leaked-now\">2 leaked sockets held outside Apache"));
+        // A closed one is no longer highlighted.
+        let mut s = fixture::snapshot();
+        s.kernel.leaked[0].closed = true;
+        let p = render(&s, None);
+        assert!(p.contains("<tr><td>198.51.100.9:1234\n&lt;b&gt;</td>"));
+        assert!(p.contains("</code></td><td>yes</td></tr>"));
+        // Nothing to say when there is no backlog.
+        let empty = render(&Default::default(), None);
+        assert!(!empty.contains("backlog-now") && !empty.contains("leaked-now"));
     }
 
     #[test]

@@ -140,11 +140,14 @@ fn conn(c: &ConnRow) -> String {
 
 fn leaked(l: &LeakedSocket) -> String {
     format!(
-        "{{\"client\":{},\"local_port\":{},\"inode\":{},\"holder_pid\":{}}}",
+        "{{\"client\":{},\"local_port\":{},\"inode\":{},\"holder_pid\":{},\
+         \"holder_comm\":{},\"closed\":{}}}",
         js(&l.client),
         l.local_port,
         l.inode,
-        opt(l.holder_pid)
+        opt(l.holder_pid),
+        js(&l.holder_comm),
+        l.closed
     )
 }
 
@@ -156,12 +159,13 @@ fn kernel(s: &Snapshot) -> String {
         .collect::<Vec<_>>()
         .join(",");
     format!(
-        "{{\"available\":{},\"error\":{},\"tracked\":{},\"untracked\":{},\"leaked\":{},\
-         \"classes\":{{{}}},\"verdict\":\"{}\",\"oldest_close_wait_ms\":{}}}",
+        "{{\"available\":{},\"error\":{},\"tracked\":{},\"untracked\":{},\"backlog\":{},\
+         \"leaked\":{},\"classes\":{{{}}},\"verdict\":\"{}\",\"oldest_close_wait_ms\":{}}}",
         k.available,
         k.error.as_deref().map_or_else(|| "null".to_string(), js),
         k.tracked,
         k.untracked,
+        k.backlog,
         list(k.leaked.iter().map(leaked)),
         classes,
         k.verdict.name(),
@@ -476,12 +480,20 @@ mod tests {
         assert_eq!(c.get("hung").num(), 1.0);
         assert_eq!(c.get("old_generation").num(), 0.0);
         assert_eq!(c.get("untracked").num(), 1.0);
+        assert_eq!(c.get("leaked").num(), 2.0);
+        assert_eq!(c.get("backlog").num(), 3.0);
         // Every kernel CLOSE_WAIT socket is in exactly one class.
         let sum: f64 = match c {
             V::Obj(kv) => kv.iter().map(|(_, n)| n.num()).sum(),
             _ => unreachable!(),
         };
-        assert_eq!(sum, k.get("tracked").num() + k.get("untracked").num());
+        assert_eq!(
+            sum,
+            k.get("tracked").num()
+                + k.get("untracked").num()
+                + k.get("leaked").arr().len() as f64
+                + k.get("backlog").num()
+        );
         assert_eq!(k.get("verdict").str(), "leak");
         assert_eq!(k.get("oldest_close_wait_ms").num(), 45_500.0);
         let sc = v.get("scanner");
@@ -495,11 +507,19 @@ mod tests {
         let s = fixture::with_distinct_classes();
         let v = parse(&render(&s)).unwrap();
         let c = v.get("kernel").get("classes");
-        let got: Vec<f64> = ["stuck", "hung", "old_generation", "untracked"]
-            .iter()
-            .map(|n| c.get(n).num())
-            .collect();
-        assert_eq!(got, [5.0, 6.0, 7.0, 8.0]);
+        let got: Vec<f64> = [
+            "stuck",
+            "hung",
+            "old_generation",
+            "leaked",
+            "backlog",
+            "untracked",
+        ]
+        .iter()
+        .map(|n| c.get(n).num())
+        .collect();
+        assert_eq!(got, [5.0, 6.0, 7.0, 9.0, 10.0, 8.0]);
+        assert_eq!(v.get("kernel").get("backlog").num(), 10.0);
         assert_eq!(v.get("kernel").get("verdict").str(), "churn");
     }
 
@@ -564,6 +584,28 @@ mod tests {
         let plain = parse(&render(&Default::default())).unwrap();
         assert_eq!(plain.get("totals").get("abandoned_now").num(), 0.0);
         assert_eq!(plain.get("server").get("graceful_deadline_ms").num(), 0.0);
+    }
+
+    #[test]
+    fn leaked_holders_and_backlog() {
+        let mut s = fixture::snapshot();
+        s.kernel.leaked[1].closed = true;
+        let out = render(&s);
+        assert!(!out.contains("<x>"));
+        let v = parse(&out).unwrap();
+        let k = v.get("kernel");
+        assert_eq!(k.get("backlog").num(), 3.0);
+        let l = k.get("leaked").arr();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].get("holder_pid").num(), 4242.0);
+        assert_eq!(l[0].get("holder_comm").str(), fixture::HOSTILE_COMM);
+        assert_eq!(l[0].get("closed"), &V::Bool(false));
+        assert_eq!(l[1].get("holder_pid"), &V::Null);
+        assert_eq!(l[1].get("holder_comm").str(), "");
+        assert_eq!(l[1].get("closed"), &V::Bool(true));
+        let plain = parse(&render(&Default::default())).unwrap();
+        assert_eq!(plain.get("kernel").get("backlog").num(), 0.0);
+        assert_eq!(plain.get("kernel").get("classes").get("leaked").num(), 0.0);
     }
 
     #[test]

@@ -195,8 +195,9 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(
         o,
         "{P}kernel_close_wait{{kind=\"leaked\"}} {}",
-        k.leaked.len()
+        k.leaked_count
     );
+    let _ = writeln!(o, "{P}kernel_close_wait{{kind=\"backlog\"}} {}", k.backlog);
     family(
         &mut o,
         "close_wait_sockets",
@@ -597,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn close_wait_classes_all_four_series() {
+    fn close_wait_classes_all_six_series() {
         let s = fixture::snapshot();
         let out = render(&s);
         let series = find(&out, "socket_guard_close_wait_sockets{");
@@ -607,6 +608,8 @@ mod tests {
                 "socket_guard_close_wait_sockets{class=\"stuck\"} 1",
                 "socket_guard_close_wait_sockets{class=\"hung\"} 1",
                 "socket_guard_close_wait_sockets{class=\"old_generation\"} 0",
+                "socket_guard_close_wait_sockets{class=\"leaked\"} 2",
+                "socket_guard_close_wait_sockets{class=\"backlog\"} 3",
                 "socket_guard_close_wait_sockets{class=\"untracked\"} 1",
             ]
         );
@@ -614,19 +617,41 @@ mod tests {
             .iter()
             .map(|l| sample(l).2.parse::<u64>().unwrap())
             .sum();
-        assert_eq!(sum, s.kernel.tracked + s.kernel.untracked);
+        let k = &s.kernel;
+        assert_eq!(sum, k.tracked + k.untracked + k.leaked_count + k.backlog);
         let out = render(&fixture::with_distinct_classes());
         for expected in [
             "socket_guard_close_wait_sockets{class=\"stuck\"} 5",
             "socket_guard_close_wait_sockets{class=\"hung\"} 6",
             "socket_guard_close_wait_sockets{class=\"old_generation\"} 7",
             "socket_guard_close_wait_sockets{class=\"untracked\"} 8",
+            "socket_guard_close_wait_sockets{class=\"leaked\"} 9",
+            "socket_guard_close_wait_sockets{class=\"backlog\"} 10",
+            "socket_guard_kernel_close_wait{kind=\"leaked\"} 9",
+            "socket_guard_kernel_close_wait{kind=\"backlog\"} 10",
         ] {
             assert!(out.lines().any(|l| l == expected), "missing: {expected}");
         }
-        // All four even when nothing is in CLOSE_WAIT.
+        // All six even when nothing is in CLOSE_WAIT.
         let empty = render(&Default::default());
-        assert_eq!(find(&empty, "socket_guard_close_wait_sockets{").len(), 4);
+        assert_eq!(find(&empty, "socket_guard_close_wait_sockets{").len(), 6);
+        assert_eq!(find(&empty, "socket_guard_kernel_close_wait{").len(), 4);
+    }
+
+    #[test]
+    fn kernel_close_wait_has_the_four_kinds() {
+        let out = render(&fixture::snapshot());
+        assert_eq!(
+            find(&out, "socket_guard_kernel_close_wait{"),
+            [
+                "socket_guard_kernel_close_wait{kind=\"tracked\"} 2",
+                "socket_guard_kernel_close_wait{kind=\"untracked\"} 1",
+                "socket_guard_kernel_close_wait{kind=\"leaked\"} 2",
+                "socket_guard_kernel_close_wait{kind=\"backlog\"} 3",
+            ]
+        );
+        // Holders are not labels: one series per leaked socket would be unbounded.
+        assert!(!out.contains("4242") && !out.contains("<x>"));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub(crate) mod fixture {
     pub const HOSTILE_CLIENT: &str = "10.0.0.1:5555<img src=x onerror=alert(1)>";
     /// The path of the force-closed row: the URL whose handler leaks sockets.
     pub const FORCE_CLOSED_PATH: &str = "/export/<all>&\"csv\"";
+    /// The command name of the first leaked socket's holder (a process names itself).
+    pub const HOSTILE_COMM: &str = "<x>\"\n";
 
     fn conn(state: ConnState, age_ms: u64, close_wait_ms: Option<u64>, path: &str) -> ConnRow {
         ConnRow {
@@ -86,13 +88,15 @@ pub(crate) mod fixture {
     }
 
     /// The fixture with a different count in every class (stuck 5, hung 6, old_generation 7,
-    /// untracked 8) and verdict churn, so a swapped key or label shows.
+    /// untracked 8, leaked 9, backlog 10) and verdict churn, so a swapped key or label shows.
     pub fn with_distinct_classes() -> Snapshot {
         let mut s = snapshot();
         s.kernel.stuck = 5;
         s.kernel.hung = 6;
         s.kernel.old_generation = 7;
         s.kernel.untracked = 8;
+        s.kernel.leaked_count = 9;
+        s.kernel.backlog = 10;
         s.kernel.verdict = Verdict::Churn;
         s
     }
@@ -202,18 +206,24 @@ pub(crate) mod fixture {
                 error: None,
                 tracked: 2,
                 untracked: 1,
+                leaked_count: 2,
+                backlog: 3,
                 leaked: vec![
                     LeakedSocket {
                         client: "198.51.100.9:1234\n<b>".into(),
                         local_port: 80,
                         inode: 987_654,
                         holder_pid: Some(4242),
+                        holder_comm: HOSTILE_COMM.into(),
+                        closed: false,
                     },
                     LeakedSocket {
                         client: "[2001:db8::1]:999".into(),
                         local_port: 443,
                         inode: 123,
                         holder_pid: None,
+                        holder_comm: String::new(),
+                        closed: false,
                     },
                 ],
                 // Consistent with the rows: the hostile one (pid 101) is stuck, /cw-short

@@ -65,15 +65,24 @@ pub enum CloseWaitClass {
     Hung,
     /// Owned by a child of an earlier generation still finishing after a graceful restart.
     OldGeneration,
-    /// On our ports but matching no tracked connection (leaked, backlog, or table full).
+    /// Held only by a process that is not a live Apache child (an inherited descriptor), as
+    /// the guard process classified it.
+    Leaked,
+    /// Held by nobody, request bytes waiting: never accepted (the client gave up while every
+    /// worker was busy), as the guard process classified it.
+    Backlog,
+    /// On our ports, matching no tracked connection, and not (yet) classified by the guard
+    /// process (e.g. the table was full, or no guard process runs).
     Untracked,
 }
 
 impl CloseWaitClass {
-    pub const ALL: [CloseWaitClass; 4] = [
+    pub const ALL: [CloseWaitClass; 6] = [
         CloseWaitClass::Stuck,
         CloseWaitClass::Hung,
         CloseWaitClass::OldGeneration,
+        CloseWaitClass::Leaked,
+        CloseWaitClass::Backlog,
         CloseWaitClass::Untracked,
     ];
 
@@ -82,6 +91,8 @@ impl CloseWaitClass {
             CloseWaitClass::Stuck => "stuck",
             CloseWaitClass::Hung => "hung",
             CloseWaitClass::OldGeneration => "old_generation",
+            CloseWaitClass::Leaked => "leaked",
+            CloseWaitClass::Backlog => "backlog",
             CloseWaitClass::Untracked => "untracked",
         }
     }
@@ -96,7 +107,8 @@ pub enum Verdict {
     /// Some, none of them overdue: clients closing while responses finish.
     Churn,
     /// At least one tracked socket has sat in CLOSE_WAIT past its vhost's
-    /// `SocketGuardCloseWaitTimeout` or `LEAK_AFTER_MS`, whichever is shorter.
+    /// `SocketGuardCloseWaitTimeout` or `LEAK_AFTER_MS`, whichever is shorter, or a leaked
+    /// socket (held outside Apache) has been known to the guard process for `LEAK_AFTER_MS`.
     Leak,
 }
 
@@ -244,10 +256,18 @@ pub struct KernelView {
     pub error: Option<String>,
     /// CLOSE_WAIT sockets matched to a tracked connection.
     pub tracked: u64,
-    /// CLOSE_WAIT sockets on our ports that match no tracked connection.
+    /// CLOSE_WAIT sockets on our ports that match no tracked connection and that the guard
+    /// process has not classified as leaked or backlog.
     pub untracked: u64,
+    /// CLOSE_WAIT sockets held by a process that is not a live Apache child (equals
+    /// `leaked.len()` when built from the table).
+    pub leaked_count: u64,
+    /// CLOSE_WAIT sockets nobody accepted (request bytes waiting): a capacity problem.
+    pub backlog: u64,
+    /// The leaked sockets the kernel shows now, with their holders.
     pub leaked: Vec<LeakedSocket>,
-    /// Every kernel CLOSE_WAIT socket on our ports in exactly one class.
+    /// Every kernel CLOSE_WAIT socket on our ports in exactly one class: these three (the
+    /// tracked ones), `leaked_count`, `backlog` and `untracked`.
     pub stuck: u64,
     pub hung: u64,
     pub old_generation: u64,
@@ -262,17 +282,27 @@ impl KernelView {
             CloseWaitClass::Stuck => self.stuck,
             CloseWaitClass::Hung => self.hung,
             CloseWaitClass::OldGeneration => self.old_generation,
+            CloseWaitClass::Leaked => self.leaked_count,
+            CloseWaitClass::Backlog => self.backlog,
             CloseWaitClass::Untracked => self.untracked,
         }
     }
 }
 
+/// A CLOSE_WAIT socket on our ports held by a process that is not a live Apache child.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeakedSocket {
+    /// Client address as text, "ip:port" (IPv6 as "[ip]:port").
     pub client: String,
     pub local_port: u16,
     pub inode: u64,
+    /// None when the guard process found no holder.
     pub holder_pid: Option<u32>,
+    /// The holder's command name (/proc/<pid>/comm): raw text another program chose, escape
+    /// it like anything from the network. Empty when unknown.
+    pub holder_comm: String,
+    /// The guard process already shut it down (the kernel may not have moved it on yet).
+    pub closed: bool,
 }
 
 /// How long sockets sat in CLOSE_WAIT before they closed, Prometheus-style.

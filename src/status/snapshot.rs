@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use super::model::*;
 use crate::config::AutoClose;
 use crate::kernel::KernelSocket;
-use crate::table::layout::HISTOGRAM_BOUNDS_MS;
+use crate::table::layout::{leak_kind, HISTOGRAM_BOUNDS_MS};
+use crate::table::shared::LeakView;
 use crate::table::slot::{
     FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM, FLAG_FORCE_CLOSED, FLAG_RESCUED,
 };
@@ -41,7 +42,7 @@ pub fn build(
         .collect();
     snap.close_wait_histogram.counts = vec![0; HISTOGRAM_BOUNDS_MS.len() + 1];
     let Some(t) = table else {
-        snap.kernel = kernel_view(kernel, &HashMap::new(), &[], false);
+        snap.kernel = kernel_view(kernel, &HashMap::new(), &[], &[], now_mono_ms, false);
         return snap;
     };
     let h = t.header();
@@ -195,7 +196,14 @@ pub fn build(
     }
     snap.children.sort_by_key(|c| (c.generation, c.pid));
     snap.vhosts = std::mem::take(&mut vhosts);
-    snap.kernel = kernel_view(kernel, &inodes, &snap.connections, any_overdue);
+    snap.kernel = kernel_view(
+        kernel,
+        &inodes,
+        &snap.connections,
+        &t.leak_rows(),
+        now_mono_ms,
+        any_overdue,
+    );
     snap.scanner = ScannerInfo {
         pid: h.scanner_pid.load(Relaxed),
         scans: h.scans.load(Relaxed),
@@ -231,14 +239,19 @@ fn classify(t: &SharedTable, pid: u32, now_mono_ms: u64) -> CloseWaitClass {
 }
 
 /// Joins the kernel's CLOSE_WAIT sockets with the tracked connections (by inode) and puts
-/// each in one class. A tracked socket the scanner has not marked yet counts as `stuck`.
+/// each in one class. A tracked socket the scanner has not marked yet counts as `stuck`. An
+/// untracked one is `leaked` or `backlog` when the guard process's list (`leaks`) says so,
+/// `untracked` otherwise; only sockets the kernel shows now are counted or listed.
 /// `overdue`: some tracked socket has been in CLOSE_WAIT past its vhost's timeout or
-/// `LEAK_AFTER_MS`, whichever is shorter — the verdict is then `leak`.
+/// `LEAK_AFTER_MS`, whichever is shorter — the verdict is then `leak`; so it is when a leaked
+/// socket has been known to the guard process for `LEAK_AFTER_MS`.
 fn kernel_view(
     kernel: Result<Vec<KernelSocket>, String>,
     tracked_inodes: &HashMap<u64, usize>,
     rows: &[ConnRow],
-    overdue: bool,
+    leaks: &[LeakView],
+    now_mono_ms: u64,
+    mut overdue: bool,
 ) -> KernelView {
     let sockets = match kernel {
         Err(e) => {
@@ -254,9 +267,26 @@ fn kernel_view(
         available: true,
         ..Default::default()
     };
+    let leaks: HashMap<u64, &LeakView> = leaks.iter().map(|l| (l.inode, l)).collect();
     for s in &sockets {
         match tracked_inodes.get(&s.inode).map(|&i| &rows[i]) {
-            None => view.untracked += 1,
+            None => match leaks.get(&s.inode) {
+                Some(l) if l.kind == leak_kind::LEAKED => {
+                    view.leaked_count += 1;
+                    view.leaked.push(LeakedSocket {
+                        client: s.remote.to_string(),
+                        local_port: s.local.port(),
+                        inode: s.inode,
+                        holder_pid: (l.holder_pid != 0).then_some(l.holder_pid),
+                        holder_comm: l.holder_comm.clone(),
+                        closed: l.closed,
+                    });
+                    overdue |= l.since_mono_ms != 0
+                        && now_mono_ms.saturating_sub(l.since_mono_ms) >= LEAK_AFTER_MS;
+                }
+                Some(l) if l.kind == leak_kind::BACKLOG => view.backlog += 1,
+                _ => view.untracked += 1,
+            },
             Some(row) => {
                 view.tracked += 1;
                 match row.class.unwrap_or(CloseWaitClass::Stuck) {
@@ -472,5 +502,240 @@ mod tests {
             Ok(vec![kernel_socket(42)]),
         );
         assert_eq!(later.kernel.hung, 1, "no check-in for 20 s > 10 s");
+    }
+
+    /// Publishes one `LeakRow` the way the guard process must: clear `inode`, write the
+    /// rest, store `inode` last (Release).
+    #[allow(clippy::too_many_arguments)]
+    fn publish_leak(
+        t: &SharedTable,
+        i: usize,
+        inode: u64,
+        kind: u32,
+        pid: u32,
+        comm: &[u8],
+        closed: bool,
+        since: u64,
+    ) {
+        use std::sync::atomic::{fence, Ordering::Release};
+        let row = &t.header().leaks[i];
+        row.inode.store(0, Relaxed);
+        fence(Release);
+        row.kind.store(kind, Relaxed);
+        row.holder_pid.store(pid, Relaxed);
+        let n = crate::table::shared::write_bytes(&row.holder_comm, comm);
+        row.comm_len.store(n as u32, Relaxed);
+        row.closed.store(u32::from(closed), Relaxed);
+        row.since_mono_ms.store(since, Relaxed);
+        row.inode.store(inode, Release);
+    }
+
+    fn socket_from(inode: u64, remote: &str, local: &str) -> KernelSocket {
+        KernelSocket {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            ..kernel_socket(inode)
+        }
+    }
+
+    const HOSTILE_COMM: &[u8] = b"<x>\"\n";
+
+    /// A table with one tracked stuck connection (inode 42) and the guard process's list:
+    /// 500 leaked (held by 4242, hostile comm), 501 backlog, 502 leaked and already closed
+    /// (gone from the dump), 503 leaked with no holder found, 504 being rewritten (inode 0),
+    /// 42 listed too (a tracked socket stays tracked). The dump: 42, 500, 501, 503, 505
+    /// (on no list: untracked), 504.
+    fn table_with_leaks(heap: &HeapTable, leaked_since: u64) -> Snapshot {
+        let t = heap.table();
+        let v = t.register_vhost("leak.test", 80);
+        t.vhost(v)
+            .unwrap()
+            .close_wait_timeout_ms
+            .store(30_000, Relaxed);
+        t.claim_child(7, 0, 1, 20_000).unwrap();
+        heap.stuck_connection(7, v, 42, 19_500);
+        publish_leak(
+            &t,
+            0,
+            500,
+            leak_kind::LEAKED,
+            4242,
+            HOSTILE_COMM,
+            false,
+            leaked_since,
+        );
+        publish_leak(&t, 1, 501, leak_kind::BACKLOG, 0, b"", false, 15_000);
+        publish_leak(&t, 2, 502, leak_kind::LEAKED, 4243, b"cron", true, 15_000);
+        publish_leak(&t, 5, 503, leak_kind::LEAKED, 0, b"", false, leaked_since);
+        publish_leak(&t, 6, 504, leak_kind::LEAKED, 4244, b"half", false, 15_000);
+        t.header().leaks[6].inode.store(0, Relaxed); // a rewrite in progress
+        publish_leak(&t, 7, 42, leak_kind::LEAKED, 4245, b"wrong", false, 15_000);
+        build(
+            Some(&t),
+            &ServerInfo::default(),
+            20_000,
+            Ok(vec![
+                kernel_socket(42),
+                socket_from(500, "198.51.100.9:1234", "10.0.0.2:80"),
+                socket_from(501, "[2001:db8::7]:4000", "[2001:db8::2]:443"),
+                socket_from(503, "198.51.100.10:999", "10.0.0.2:8080"),
+                kernel_socket(504),
+                kernel_socket(505),
+            ]),
+        )
+    }
+
+    #[test]
+    fn leak_rows_are_read_only_when_published() {
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
+        assert!(t.leak_rows().is_empty());
+        publish_leak(
+            &t,
+            3,
+            77,
+            leak_kind::LEAKED,
+            9,
+            b"0123456789abcdefXYZ",
+            true,
+            5,
+        );
+        publish_leak(&t, 4, 78, leak_kind::BACKLOG, 0, b"", false, 6);
+        t.header().leaks[4].inode.store(0, Relaxed);
+        let rows = t.leak_rows();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let r = &rows[0];
+        assert_eq!((r.inode, r.kind, r.holder_pid), (77, leak_kind::LEAKED, 9));
+        // comm holds at most 16 bytes.
+        assert_eq!(r.holder_comm, "0123456789abcdef");
+        assert!(r.closed);
+        assert_eq!(r.since_mono_ms, 5);
+    }
+
+    #[test]
+    fn untracked_sockets_become_leaked_or_backlog_per_the_guard_list() {
+        let heap = HeapTable::for_tests();
+        let snap = table_with_leaks(&heap, 15_000);
+        let k = &snap.kernel;
+        assert!(k.available);
+        assert_eq!((k.tracked, k.stuck, k.hung, k.old_generation), (1, 1, 0, 0));
+        assert_eq!(k.leaked_count, 2, "{k:?}");
+        assert_eq!(k.backlog, 1);
+        // 504 (row being rewritten) and 505 (on no list).
+        assert_eq!(k.untracked, 2);
+        let sum: u64 = CloseWaitClass::ALL.iter().map(|&c| k.count(c)).sum();
+        assert_eq!(sum, 6, "every socket of the dump in exactly one class");
+        assert_eq!(
+            k.leaked,
+            vec![
+                LeakedSocket {
+                    client: "198.51.100.9:1234".into(),
+                    local_port: 80,
+                    inode: 500,
+                    holder_pid: Some(4242),
+                    holder_comm: "<x>\"\n".into(),
+                    closed: false,
+                },
+                LeakedSocket {
+                    client: "198.51.100.10:999".into(),
+                    local_port: 8080,
+                    inode: 503,
+                    holder_pid: None,
+                    holder_comm: String::new(),
+                    closed: false,
+                },
+            ]
+        );
+        // The tracked socket keeps its class although the list names its inode too.
+        assert_eq!(snap.connections[0].class, Some(CloseWaitClass::Stuck));
+        // Leaked for 5 s: not yet a leak by the verdict's measure (10 s).
+        assert_eq!(k.verdict, Verdict::Churn);
+        // Without a table the guard's list is not there: everything untracked.
+        let bare = build(
+            None,
+            &ServerInfo::default(),
+            0,
+            Ok(vec![kernel_socket(500)]),
+        );
+        assert_eq!(
+            (
+                bare.kernel.untracked,
+                bare.kernel.leaked_count,
+                bare.kernel.backlog
+            ),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_long_leaked_socket_makes_the_verdict_leak() {
+        let heap = HeapTable::for_tests();
+        let snap = table_with_leaks(&heap, 20_000 - LEAK_AFTER_MS);
+        assert_eq!(snap.kernel.verdict, Verdict::Leak);
+        // The oldest age stays the tracked sockets' (0.5 s here).
+        assert_eq!(snap.kernel.oldest_close_wait_ms, 500);
+    }
+
+    #[test]
+    fn every_format_shows_the_leaked_holder_and_the_backlog() {
+        use crate::status::{auto, html, json, metrics};
+        let heap = HeapTable::for_tests();
+        let snap = table_with_leaks(&heap, 15_000);
+
+        let a = auto::render(&snap);
+        assert!(
+            a.contains("\nKernelCloseWaitLeaked: 2\nKernelCloseWaitBacklog: 1\n"),
+            "{a}"
+        );
+        assert!(a.contains("\nKernelCloseWaitUntracked: 2\n"), "{a}");
+        assert!(a.contains(
+            "\nLeaked: client=198.51.100.9:1234 port=80 holder=4242 comm=<x>\"_ closed=0\n"
+        ));
+        assert!(
+            a.contains("\nLeaked: client=198.51.100.10:999 port=8080 holder=0 comm= closed=0\n")
+        );
+        assert!(
+            a.lines().all(|l| l.contains(": ") || l.ends_with(':')),
+            "{a}"
+        );
+
+        let j = json::render(&snap);
+        assert!(j.contains("\"untracked\":2,\"backlog\":1,"), "{j}");
+        assert!(j.contains(
+            "{\"client\":\"198.51.100.9:1234\",\"local_port\":80,\"inode\":500,\
+             \"holder_pid\":4242,\"holder_comm\":\"\\u003cx\\u003e\\\"\\n\",\"closed\":false}"
+        ));
+        assert!(j.contains("\"holder_pid\":null,\"holder_comm\":\"\",\"closed\":false}"));
+        assert!(
+            j.contains("\"leaked\":2,\"backlog\":1,\"untracked\":2}"),
+            "{j}"
+        );
+
+        let m = metrics::render(&snap);
+        for line in [
+            "socket_guard_kernel_close_wait{kind=\"untracked\"} 2",
+            "socket_guard_kernel_close_wait{kind=\"leaked\"} 2",
+            "socket_guard_kernel_close_wait{kind=\"backlog\"} 1",
+            "socket_guard_close_wait_sockets{class=\"leaked\"} 2",
+            "socket_guard_close_wait_sockets{class=\"backlog\"} 1",
+            "socket_guard_close_wait_sockets{class=\"untracked\"} 2",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line}\n{m}");
+        }
+        assert!(
+            !m.contains("4242") && !m.contains("<x>"),
+            "no per-socket series"
+        );
+
+        let h = html::render(&snap, None);
+        assert!(
+            h.contains("1 tracked, 2 untracked, 2 leaked, 1 backlog."),
+            "{h}"
+        );
+        assert!(h.contains(
+            "<td class=\"n\">4242</td><td><code>&lt;x&gt;&quot;\n</code></td><td>no</td>"
+        ));
+        assert!(!h.contains("<x>"));
+        assert!(h.contains("id=\"backlog-now\">1 socket never accepted"));
     }
 }

@@ -125,6 +125,60 @@ pub fn signal_verified(p: &Proc, sig: i32) -> Result<(), SignalError> {
     })
 }
 
+/// Which process holds each socket of `inodes`: (pid, descriptor) of the first holder found,
+/// `skip` excluded. Walks /proc/*/fd (readlink `socket:[inode]`); processes whose fd table
+/// cannot be read are skipped. Cost: one readlink per open descriptor on the host, so the
+/// caller runs it only for sockets that passed their timeout, once each.
+pub fn socket_holders(
+    inodes: &std::collections::HashSet<u64>,
+    skip: u32,
+) -> std::collections::HashMap<u64, (u32, i32)> {
+    let mut found = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if pid == skip {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in fds.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(target) = std::fs::read_link(e.path()) else {
+                continue;
+            };
+            if let Some(inode) = socket_inode(&target.to_string_lossy()) {
+                if inodes.contains(&inode) {
+                    found.entry(inode).or_insert((pid, fd));
+                }
+            }
+        }
+        if found.len() == inodes.len() {
+            break;
+        }
+    }
+    found
+}
+
+/// `socket:[12345]` → 12345.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// /proc/<pid>/comm without the newline.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
 /// Whether `p` still runs (same pid and start time, not a zombie).
 pub fn is_running(p: &Proc) -> bool {
     procfs::is_alive(p.pid, p.start_time)
@@ -141,6 +195,27 @@ mod tests {
             pgrp: 1,
             start_time: 1,
         }
+    }
+
+    #[test]
+    fn socket_links_and_holders() {
+        assert_eq!(socket_inode("socket:[123]"), Some(123));
+        assert_eq!(socket_inode("pipe:[123]"), None);
+        assert_eq!(socket_inode("socket:[12x]"), None);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        use std::os::fd::AsRawFd;
+        let inode = crate::sys::socket::inode(l.as_raw_fd()).unwrap();
+        let want: std::collections::HashSet<u64> = [inode].into();
+        let found = socket_holders(&want, 0);
+        assert_eq!(
+            found.get(&inode),
+            Some(&(std::process::id(), l.as_raw_fd()))
+        );
+        assert!(
+            socket_holders(&want, std::process::id()).is_empty(),
+            "skip honoured"
+        );
+        assert!(!comm(std::process::id()).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! into typed references, and it lives in this file.
 
 use std::ptr::NonNull;
+use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use super::layout::*;
@@ -458,6 +459,52 @@ impl SharedTable {
             .get(index as usize)
             .filter(|_| (index as usize) < count)
     }
+
+    /// The guard process's list of untracked CLOSE_WAIT sockets (`Header::leaks`), read the
+    /// way `LeakRow` says: a row is kept only if its `inode` was non-zero and unchanged while
+    /// the rest was read. Free rows and rows being rewritten are left out. Display data only.
+    pub fn leak_rows(&self) -> Vec<LeakView> {
+        let mut out = Vec::new();
+        for row in &self.header().leaks {
+            let inode = row.inode.load(Acquire);
+            if inode == 0 {
+                continue;
+            }
+            let kind = row.kind.load(Relaxed);
+            let holder_pid = row.holder_pid.load(Relaxed);
+            let comm = read_bytes(&row.holder_comm, row.comm_len.load(Relaxed) as usize);
+            let closed = row.closed.load(Relaxed) != 0;
+            let since_mono_ms = row.since_mono_ms.load(Relaxed);
+            // The reads above may not move past the re-check below.
+            fence(Acquire);
+            if row.inode.load(Relaxed) != inode {
+                continue;
+            }
+            out.push(LeakView {
+                inode,
+                kind,
+                holder_pid,
+                holder_comm: String::from_utf8_lossy(&comm).into_owned(),
+                closed,
+                since_mono_ms,
+            });
+        }
+        out
+    }
+}
+
+/// A copy of one published `LeakRow`. `holder_comm` is raw text from another process's
+/// /proc/<pid>/comm: escape it before output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeakView {
+    pub inode: u64,
+    /// `leak_kind::*`.
+    pub kind: u32,
+    /// 0 if no holder was found.
+    pub holder_pid: u32,
+    pub holder_comm: String,
+    pub closed: bool,
+    pub since_mono_ms: u64,
 }
 
 /// Packs bytes little-endian into atomic words; returns how many bytes fit. Only the words

@@ -36,7 +36,7 @@ pub const AUTO_KEYS: &[&str] = &[
 ];
 
 /// Keys that may repeat (one line per vhost / child).
-pub const REPEATED_KEYS: &[&str] = &["Vhost", "Child"];
+pub const REPEATED_KEYS: &[&str] = &["Vhost", "Child", "Leaked"];
 
 /// A parsed `?auto` page.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +47,7 @@ pub struct StatusAuto {
     pub vhost_lines: Vec<String>,
     /// Values of `Child:` lines, in order.
     pub child_lines: Vec<String>,
+    pub leaked_lines: Vec<String>,
     /// Keys that appeared more than once although they should not (format bug).
     pub duplicate_keys: Vec<String>,
     /// Lines that are not `Key: Value`.
@@ -76,6 +77,7 @@ impl StatusAuto {
             match k {
                 "Vhost" => s.vhost_lines.push(v.to_string()),
                 "Child" => s.child_lines.push(v.to_string()),
+                "Leaked" => s.leaked_lines.push(v.to_string()),
                 _ => {
                     if s.kv.insert(k.to_string(), v.to_string()).is_some() {
                         s.duplicate_keys.push(k.to_string());
