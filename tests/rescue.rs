@@ -221,3 +221,89 @@ fn guard_process_is_restarted_and_runs_with_ptrace_only() {
         lines[0]
     );
 }
+
+/// `SocketGuardRescue Off`: the guard process shows and reports a hung child's sockets, it
+/// does not close them (prefork: one holder per request).
+#[test]
+fn rescue_off_only_reports() {
+    let opts = opts_with_cgi(Mpm::Prefork, 2)
+        .global("SocketGuardHungChildTimeout 1s\nSocketGuardRescue Off\n")
+        .extra_ports(1)
+        .vhosts(&rescue_vhost());
+    let server = start_with_cgi(opts);
+    let p1 = server.extra_port(1);
+    let clients = slow_clients(p1, None, 2, 30);
+    let holders: Vec<i32> = clients
+        .iter()
+        .map(|c| owner_pid(&server, c.local_port(), p1))
+        .collect();
+    for p in &holders {
+        // SAFETY: kill(2) on children of the server this test started.
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    for c in &clients {
+        c.shutdown_write();
+    }
+    let wait = Duration::from_secs(1) + SCAN_INTERVAL * 2 + TOLERANCE;
+    for (i, c) in clients.iter().enumerate() {
+        expect_silence(c, wait).unwrap_or_else(|e| panic!("client #{i}: {e}"));
+    }
+    for p in &holders {
+        // SAFETY: as above.
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    let s = server.status_auto();
+    assert_eq!(s.num("ForceClosedRescue"), 0, "{}", s.raw);
+    assert_eq!(s.get("Rescue"), Some("Off"), "{}", s.raw);
+    let reported: Vec<String> = log_lines(&server, "SG0016")
+        .into_iter()
+        .filter(|l| l.contains("in a hung child") && l.contains("SocketGuardRescue Off"))
+        .collect();
+    assert_eq!(reported.len(), 2, "{}", server.error_log_tail(20));
+    server.release_cgis();
+}
+
+/// Apache started without CAP_SYS_PTRACE in its bounding set (a container): it starts and
+/// serves, the status page works, one line says what is degraded, and what still works —
+/// the guard process and its reclaim of a killed child's rows — is shown to work.
+#[test]
+fn without_cap_sys_ptrace_rescue_degrades_and_the_rest_works() {
+    let server = start_with_cgi(opts_with_cgi(Mpm::Event, 2).without_ptrace());
+    assert_eq!(server.get("/small.txt").status, 200);
+    let gp = guard_pid(&server);
+    assert!(gp > 0 && alive(gp));
+    let status = std::fs::read_to_string(format!("/proc/{gp}/status")).unwrap();
+    for set in ["CapEff:", "CapPrm:"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(
+            line.ends_with("0000000000000000"),
+            "no capability at all: {line}"
+        );
+    }
+    let lines = log_lines(&server, "SG0025");
+    assert_eq!(lines.len(), 1, "{}", server.error_log_tail(20));
+    assert_eq!(server.status_auto().get("GuardProcessReach"), Some("none"));
+    assert!(
+        lines[0].contains("cannot keep CAP_SYS_PTRACE"),
+        "{}",
+        lines[0]
+    );
+    let port = server.port();
+    let clients = slow_clients(port, None, 1, 30);
+    let victim = owner_pid(&server, clients[0].local_port(), port);
+    // SAFETY: kill(2) on a child of the server this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_until(
+        Duration::from_secs(1),
+        "the killed child's rows to go",
+        || {
+            let j = server.status_json();
+            !j.at("children")
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.get("pid").and_then(json::Value::as_u64) == Some(victim as u64))
+        },
+    );
+    drop(clients);
+}

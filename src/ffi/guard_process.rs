@@ -19,7 +19,14 @@ struct Spawn {
     process: b::apr_proc_t,
     /// Set when it died: its pid must not be signalled any more (it may be reused).
     dead: bool,
+    /// When it was last forked, and how many times in a row it died within a second of that.
+    started_ms: u64,
+    quick_deaths: u32,
 }
+
+/// A guard process that dies this many times in a row within a second of starting is not
+/// started again (a fault that a restart cannot fix must not become a fork loop).
+const MAX_QUICK_DEATHS: u32 = 5;
 
 /// Parent, post_config: starts the guard process for this generation.
 ///
@@ -37,6 +44,8 @@ pub unsafe fn start(pconf: *mut b::apr_pool_t) {
             pconf,
             process: std::mem::zeroed(),
             dead: false,
+            started_ms: 0,
+            quick_deaths: 0,
         });
         fork_guard(sp);
     }
@@ -47,7 +56,10 @@ pub unsafe fn start(pconf: *mut b::apr_pool_t) {
 unsafe fn fork_guard(sp: *mut Spawn) {
     let root = std::process::id();
     // SAFETY: per the contract; apr_proc_fork fills `process` and forks this process.
-    let rv = unsafe { b::apr_proc_fork(&mut (*sp).process, (*sp).pconf) };
+    let rv = unsafe {
+        (*sp).started_ms = crate::clock::mono_ms();
+        b::apr_proc_fork(&mut (*sp).process, (*sp).pconf)
+    };
     if rv == b::APR_INCHILD {
         child_main(root); // never returns
     }
@@ -100,6 +112,22 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
                         .compare_exchange(pid as u32, 0, Relaxed, Relaxed);
                 }
                 if stopping() {
+                    return;
+                }
+                // SAFETY: `sp` is alive in pconf.
+                let quick = unsafe {
+                    let lived = crate::clock::mono_ms().saturating_sub((*sp).started_ms);
+                    (*sp).quick_deaths = if lived < 1_000 {
+                        (*sp).quick_deaths + 1
+                    } else {
+                        0
+                    };
+                    (*sp).quick_deaths
+                };
+                if quick >= MAX_QUICK_DEATHS {
+                    log::err(std::ptr::null(), messages::GUARD_PROCESS, &format!(
+                        "guard process pid {pid} died {quick} times within a second of starting (status {status}): not started again; children keep their own guard, hung children are not rescued"
+                    ));
                     return;
                 }
                 log::warn(
@@ -161,9 +189,9 @@ fn child_main(root: u32) -> ! {
             return; // the parent died between fork and prctl
         }
         close_listeners();
-        drop_privileges();
+        let can_reach = drop_privileges();
         if let Some(table) = runtime::table() {
-            crate::rescue::run(table, root, log::sink);
+            crate::rescue::run(table, root, log::sink, can_reach);
         }
     });
     // SAFETY: _exit ends this forked process without running Apache's atexit handlers or
@@ -206,7 +234,9 @@ fn close_listeners() {
 
 /// Root-started Apache: become `User`/`Group`, keeping CAP_SYS_PTRACE only. If that capability
 /// cannot be kept (a container without it), become `User` without it and say what is lost.
-fn drop_privileges() {
+/// Returns whether children can be reached (a non-root Apache's children are its own user's
+/// and dumpable, so they can without any capability).
+fn drop_privileges() -> bool {
     // SAFETY: geteuid has no preconditions; ap_unixd_config is set by the config (User/Group)
     // before post_config and only read here.
     let (euid, uid, gid) = unsafe {
@@ -217,21 +247,25 @@ fn drop_privileges() {
         )
     };
     if euid != 0 {
-        return; // a non-root Apache: the guard process has its children's user already
+        return true; // a non-root Apache: the guard process has its children's user already
     }
-    if let Err(e) = crate::sys::privilege::drop_to_user_keeping_ptrace(uid, gid) {
-        log::warn(std::ptr::null(), messages::RESCUE_DEGRADED, &format!(
-            "the guard process cannot keep CAP_SYS_PTRACE ({e}): hung children's CLOSE_WAIT sockets are shown and reported, not closed"
-        ));
-        // SAFETY: plain syscalls on this process; if even these fail, it must not go on as root.
-        let ok = unsafe {
-            libc::setgroups(0, std::ptr::null()) == 0
+    let Err(e) = crate::sys::privilege::drop_to_user_keeping_ptrace(uid, gid) else {
+        return true;
+    };
+    log::warn(std::ptr::null(), messages::RESCUE_DEGRADED, &format!(
+        "the guard process cannot keep CAP_SYS_PTRACE ({e}): hung children's and leaked CLOSE_WAIT sockets are shown and reported, not closed"
+    ));
+    // Normally the drop above already changed the ids; if it failed before that, do it
+    // here. SAFETY: plain syscalls on this process; if they fail it must not go on as root.
+    let ok = unsafe {
+        libc::geteuid() == uid
+            || (libc::setgroups(0, std::ptr::null()) == 0
                 && libc::setresgid(gid, gid, gid) == 0
-                && libc::setresuid(uid, uid, uid) == 0
-        };
-        if !ok {
-            // SAFETY: ends this forked process at once.
-            unsafe { libc::_exit(1) };
-        }
+                && libc::setresuid(uid, uid, uid) == 0)
+    };
+    if !ok {
+        // SAFETY: ends this forked process at once.
+        unsafe { libc::_exit(1) };
     }
+    false
 }

@@ -132,8 +132,9 @@ fn rescue_one(
     {
         return None;
     }
-    if mode == AutoClose::Report && flags & FLAG_REPORTED != 0 {
-        return None;
+    let closes = mode == AutoClose::On && rescue_on;
+    if !closes && flags & FLAG_REPORTED != 0 {
+        return None; // reported once already
     }
     // The kernel must report it: a CLOSE_WAIT socket with this inode on our ports.
     let inode = slot.inode.load(Relaxed);
@@ -151,7 +152,7 @@ fn rescue_one(
         hung_ms,
     };
     let c = table.counters();
-    if mode == AutoClose::Report || !rescue_on {
+    if !closes {
         slot.flags.fetch_or(FLAG_REPORTED, Relaxed);
         c.reported.fetch_add(1, Relaxed);
         vhost.reported.fetch_add(1, Relaxed);
@@ -258,6 +259,8 @@ mod tests {
         assert!(out.is_empty());
         reach.ours = true;
         rescue_hung(&t, &[kernel(99)], 20_000, false, &mut reach, &mut out);
+        rescue_hung(&t, &[kernel(99)], 21_000, false, &mut reach, &mut out);
+        assert_eq!(out.len(), 1, "Rescue Off reports once");
         assert_eq!(out[0].outcome, Outcome::Reported, "Rescue Off only reports");
         assert!(reach.calls.is_empty());
         let (heap2, _) = setup(AutoClose::Report);

@@ -108,10 +108,15 @@ impl KernelReach {
 }
 
 /// The guard process's loop. Returns only when the root parent is gone.
-pub fn run(table: SharedTable, root: u32, log: LogSink) {
+/// `can_reach`: whether it can take descriptors out of children at all (CAP_SYS_PTRACE kept,
+/// or a non-root Apache); without, hung and leaked sockets are shown and reported only.
+pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
     let me = std::process::id();
     let h = table.header();
     h.guard_pid.store(me, Relaxed);
+    if !can_reach {
+        h.guard_reach.store(guard_reach::NONE, Relaxed);
+    }
     // Take the scanner role from whichever child holds it: one scan for the server, here.
     h.scanner_pid.store(me, Relaxed);
     h.scanner_beat_mono_ms.store(mono_ms(), Relaxed);
@@ -143,8 +148,14 @@ pub fn run(table: SharedTable, root: u32, log: LogSink) {
                 .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS);
             next_scan = now + interval;
             if election::take_turn(&table, me, now, interval) {
-                let backlog =
-                    scan_and_rescue(&table, diag.as_mut(), &mut reach, &mut untracked, log);
+                let backlog = scan_and_rescue(
+                    &table,
+                    diag.as_mut(),
+                    &mut reach,
+                    &mut untracked,
+                    log,
+                    can_reach,
+                );
                 report_backlog(log, backlog, &mut backlog_reported);
             }
         }
@@ -173,6 +184,7 @@ fn scan_and_rescue(
     reach: &mut KernelReach,
     untracked: &mut untracked::Untracked,
     log: LogSink,
+    can_reach: bool,
 ) -> usize {
     let started = Instant::now();
     let result = kernel::close_wait_on(diag, &table.listeners());
@@ -181,7 +193,7 @@ fn scan_and_rescue(
     let sockets = result.unwrap_or_default();
     scan::apply(table, &sockets, now);
     election::beat(table, mono_ms(), started.elapsed().as_micros() as u64, ok);
-    let rescue_on = table.header().rescue.load(Relaxed) != 0;
+    let rescue_on = can_reach && table.header().rescue.load(Relaxed) != 0;
     let mut out = Vec::new();
     hung::rescue_hung(table, &sockets, now, rescue_on, reach, &mut out);
     for r in &out {

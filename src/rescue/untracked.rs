@@ -44,6 +44,13 @@ pub enum Class {
     Backlog,
 }
 
+/// A kernel socket's identity: never-accepted sockets have no inode yet, so the 4-tuple too.
+type Key = (u64, std::net::SocketAddr, std::net::SocketAddr);
+
+fn key(k: &KernelSocket) -> Key {
+    (k.inode, k.local, k.remote)
+}
+
 struct Seen {
     since: u64,
     class: Option<Class>,
@@ -53,7 +60,7 @@ struct Seen {
 /// What the guard process remembers between scans.
 #[derive(Default)]
 pub struct Untracked {
-    seen: HashMap<u64, Seen>,
+    seen: HashMap<Key, Seen>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,12 +99,12 @@ impl Untracked {
         let tracked = tracked_inodes(table);
         let untracked: Vec<&KernelSocket> = close_wait
             .iter()
-            .filter(|k| k.inode != 0 && !tracked.contains(&k.inode))
+            .filter(|k| k.inode == 0 || !tracked.contains(&k.inode))
             .collect();
-        let live: HashSet<u64> = untracked.iter().map(|k| k.inode).collect();
-        self.seen.retain(|inode, _| live.contains(inode));
+        let live: HashSet<Key> = untracked.iter().map(|k| key(k)).collect();
+        self.seen.retain(|k, _| live.contains(k));
         for k in &untracked {
-            self.seen.entry(k.inode).or_insert(Seen {
+            self.seen.entry(key(k)).or_insert(Seen {
                 since: now,
                 class: None,
                 acted: false,
@@ -112,14 +119,15 @@ impl Untracked {
             .iter()
             .filter(|k| {
                 matches!(
-                    self.seen.get(&k.inode).and_then(|s| s.class.as_ref()),
+                    self.seen.get(&key(k)).and_then(|s| s.class.as_ref()),
                     Some(Class::Backlog)
                 )
             })
             .count()
     }
 
-    /// One /proc walk for every socket that passed its timeout and was not looked at yet.
+    /// One /proc walk for every accepted socket that passed its timeout and was not looked at
+    /// yet. A socket without an inode was never accepted: backlog if request bytes wait.
     fn classify_due(
         &mut self,
         table: &SharedTable,
@@ -127,27 +135,29 @@ impl Untracked {
         now: u64,
         holders: &mut impl Holders,
     ) {
-        let due: HashSet<u64> = untracked
+        let due: Vec<&KernelSocket> = untracked
             .iter()
             .filter(|k| {
-                let s = &self.seen[&k.inode];
+                let s = &self.seen[&key(k)];
                 s.class.is_none()
                     && now >= s.since.saturating_add(timeout_for(table, k.local.port()))
             })
-            .map(|k| k.inode)
+            .copied()
             .collect();
-        if due.is_empty() {
-            return;
-        }
-        let found = holders.find(&due);
-        for k in untracked.iter().filter(|k| due.contains(&k.inode)) {
+        let search: HashSet<u64> = due.iter().map(|k| k.inode).filter(|i| *i != 0).collect();
+        let found = if search.is_empty() {
+            HashMap::new()
+        } else {
+            holders.find(&search)
+        };
+        for k in due {
             let class = match found.get(&k.inode) {
-                Some(h) if h.is_apache_child => Class::Untracked,
-                Some(h) => Class::Leaked(h.clone()),
-                None if k.recv_q > FIN_ONLY => Class::Backlog,
-                None => Class::Untracked,
+                Some(h) if k.inode != 0 && h.is_apache_child => Class::Untracked,
+                Some(h) if k.inode != 0 => Class::Leaked(h.clone()),
+                _ if k.recv_q > FIN_ONLY => Class::Backlog,
+                _ => Class::Untracked,
             };
-            if let Some(s) = self.seen.get_mut(&k.inode) {
+            if let Some(s) = self.seen.get_mut(&key(k)) {
                 s.class = Some(class);
             }
         }
@@ -162,7 +172,7 @@ impl Untracked {
         holders: &mut impl Holders,
         out: &mut Vec<LeakEvent>,
     ) {
-        let Some(seen) = self.seen.get_mut(&k.inode) else {
+        let Some(seen) = self.seen.get_mut(&key(k)) else {
             return;
         };
         let Some(Class::Leaked(holder)) = &seen.class else {
@@ -209,8 +219,8 @@ impl Untracked {
     /// Rewrites the header's leak list (single writer: this process).
     fn publish(&self, table: &SharedTable, untracked: &[&KernelSocket]) {
         let rows = &table.header().leaks;
-        let mut listed = untracked.iter().filter_map(|k| {
-            let s = self.seen.get(&k.inode)?;
+        let mut listed = untracked.iter().filter(|k| k.inode != 0).filter_map(|k| {
+            let s = self.seen.get(&key(k))?;
             match s.class.as_ref()? {
                 Class::Leaked(h) => Some((k.inode, leak_kind::LEAKED, Some(h), s)),
                 Class::Backlog => Some((k.inode, leak_kind::BACKLOG, None, s)),
@@ -333,13 +343,24 @@ mod tests {
         let mut h = FakeHolders::default();
         h.held.insert(10, holder(77, false));
         h.held.insert(11, holder(78, true)); // an Apache child's: merely untracked
-        let list = [sock(10, 1), sock(11, 1), sock(12, 40), sock(13, 1)];
+        let mut never_accepted = sock(0, 40);
+        never_accepted.remote = "127.0.0.1:5001".parse().unwrap();
+        let list = [
+            sock(10, 1),
+            sock(11, 1),
+            sock(12, 40),
+            sock(13, 1),
+            never_accepted,
+        ];
         let mut u = Untracked::default();
         let mut out = Vec::new();
         assert_eq!(u.pass(&t, &list, 5_000, true, &mut h, &mut out), 0);
         assert_eq!(h.finds, 0, "nothing looked for before the timeout");
         let backlog = u.pass(&t, &list, 6_000, true, &mut h, &mut out);
-        assert_eq!(backlog, 1);
+        assert_eq!(
+            backlog, 2,
+            "one with no holder found, one never accepted (no inode)"
+        );
         assert_eq!(h.closed, vec![10], "only the leaked one");
         assert_eq!(out.len(), 1);
         assert_eq!(

@@ -285,6 +285,9 @@ fn kernel_view(
                         && now_mono_ms.saturating_sub(l.since_mono_ms) >= LEAK_AFTER_MS;
                 }
                 Some(l) if l.kind == leak_kind::BACKLOG => view.backlog += 1,
+                // No inode: never accepted (a socket gets its file at accept). Request bytes
+                // beyond the FIN in Recv-Q: a client that gave up in the listen queue.
+                _ if s.inode == 0 && s.recv_q > 1 => view.backlog += 1,
                 _ => view.untracked += 1,
             },
             Some(row) => {

@@ -40,7 +40,9 @@ fn last_cap() -> u32 {
 
 /// Root only: becomes `uid`/`gid` (no supplementary groups) with CAP_SYS_PTRACE as the only
 /// capability left, in every set including the bounding set, and no way to gain others
-/// (no_new_privs). Call before any thread is started.
+/// (no_new_privs). Call before any thread is started. If CAP_SYS_PTRACE cannot be kept (it is
+/// not in the bounding set, as in a container started without it), the process still becomes
+/// `uid`/`gid`, with no capability at all, and the error says why.
 pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: prctl/setgroups/setres[ug]id/capset are plain syscalls on this process; the
     // capset header and data are properly sized local structs.
@@ -71,10 +73,19 @@ pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
             },
             CapData::default(),
         ];
-        check(
+        let kept = check(
             libc::syscall(libc::SYS_capset, &mut header, data.as_mut_ptr()) as libc::c_int,
             "capset",
-        )?;
+        );
+        if kept.is_err() {
+            // CAP_SYS_PTRACE was not there to keep (not in the bounding set): keep nothing at
+            // all — with KEEPCAPS, root's other permitted capabilities would otherwise stay.
+            data[0] = CapData::default();
+            check(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_mut_ptr()) as libc::c_int,
+                "capset (drop all)",
+            )?;
+        }
         check(
             libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0),
             "PR_SET_KEEPCAPS",
@@ -83,8 +94,8 @@ pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
             "PR_SET_NO_NEW_PRIVS",
         )?;
+        kept
     }
-    Ok(())
 }
 
 /// Whether CAP_SYS_PTRACE is in this process's effective set.

@@ -138,6 +138,9 @@ pub struct Opts {
     /// Start apache2 as this (uid, gid) instead of root (no `User`/`Group` then): a non-root
     /// Apache, as an ordinary user runs it on a high port. The server dir is chowned to it.
     pub run_as: Option<(u32, u32)>,
+    /// Start apache2 without CAP_SYS_PTRACE in its bounding set (as `capsh --drop` would):
+    /// no process of the server can ever have it.
+    pub drop_ptrace: bool,
 }
 
 impl Opts {
@@ -151,7 +154,12 @@ impl Opts {
             tuning: None,
             extra_ports: 0,
             run_as: None,
+            drop_ptrace: false,
         }
+    }
+    pub fn without_ptrace(mut self) -> Opts {
+        self.drop_ptrace = true;
+        self
     }
     pub fn run_as(mut self, uid: u32, gid: u32) -> Opts {
         self.run_as = Some((uid, gid));
@@ -476,10 +484,15 @@ impl Apache {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        let drop_ptrace = opts.drop_ptrace;
         // SAFETY: the pre_exec closure only calls prctl(2), which is async-signal-safe, as
         // required between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if drop_ptrace {
+                    // CAP_SYS_PTRACE is 19.
+                    libc::prctl(libc::PR_CAPBSET_DROP, 19, 0, 0, 0);
+                }
                 // Safety net only: stop the server if the thread that started it dies.
                 libc::prctl(
                     libc::PR_SET_PDEATHSIG,
