@@ -73,6 +73,17 @@ pub fn server_stop_since() -> Option<u64> {
     }
 }
 
+/// This child's generation, set at child_init.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_generation(generation: u64) {
+    GENERATION.store(generation, Relaxed);
+}
+
+pub fn generation() -> u64 {
+    GENERATION.load(Relaxed)
+}
+
 pub fn set_threaded(threaded: bool) {
     THREADED.store(threaded, Relaxed);
 }

@@ -207,7 +207,30 @@ impl Guard {
 
     /// The abandoned-work pass (see `abandon`): runs while some connection of this child may
     /// be abandoned, and checks the graceful-restart deadline of an old-generation child.
+    /// An old-generation worker/event child learns of a server stop from the table (the MPM
+    /// only tells the current generation): it ends its in-flight CGIs like the current
+    /// generation's children do in `child_stopping`, and the overdue rule applies to it.
+    fn follow_server_stop(&mut self) {
+        let h = self.table.header();
+        let generation = h.generation.load(Relaxed);
+        if !self.child.threaded
+            || self.child.generation >= generation
+            || h.server_stop_generation.load(Relaxed) != generation + 1
+            || crate::runtime::server_stop_since().is_some()
+        {
+            return;
+        }
+        crate::runtime::note_server_stop(mono_ms());
+        stopper::stop_cgis_at_server_stop(
+            &self.table,
+            self.child.pid,
+            self.child.log,
+            Duration::from_millis(1000),
+        );
+    }
+
     fn stop_abandoned_work(&mut self) {
+        self.follow_server_stop();
         let now = mono_ms();
         let mut events = Vec::new();
         let mut end = abandon::graceful_deadline(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -86,6 +86,11 @@ pub struct Header {
     /// SocketGuardRescue (1: On).
     pub rescue: AtomicU32,
     pub _reserved3: AtomicU32,
+    /// A worker/event child of the current generation was told to stop ungracefully (server
+    /// stop or ungraceful restart): `generation + 1` of that generation, 0 for none; reset at
+    /// every post_config. Children of older generations, which are past their own stop
+    /// signal after a graceful restart, learn of the stop here.
+    pub server_stop_generation: AtomicU64,
     pub listen_ports: [AtomicU32; MAX_LISTEN_PORTS],
     pub counters: Counters,
     pub histogram: [AtomicU64; HISTOGRAM_BOUNDS_MS.len() + 1],

@@ -113,6 +113,7 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
     h.graceful_deadline_ms
         .store(main.graceful_deadline_ms(), Relaxed);
     h.rescue.store(main.rescue() as u32, Relaxed);
+    h.server_stop_generation.store(0, Relaxed);
     let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
     // post_config and not modified while hooks run; we only read addresses from it.
@@ -223,6 +224,7 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
         let Some(table) = runtime::table() else {
             return;
         };
+        pin_module_code();
         let pid = std::process::id();
         let start_time = crate::sys::procfs::stat(pid)
             .map(|st| st.start_time)
@@ -230,6 +232,7 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
         let generation = table.header().generation.load(Relaxed);
         let row = table.claim_child(pid, generation, start_time, mono_ms());
         runtime::enter_child(pid, row);
+        runtime::set_generation(generation);
         let threaded = mpm_query(b::AP_MPMQ_IS_THREADED) != b::AP_MPMQ_NOT_SUPPORTED;
         runtime::set_threaded(threaded);
         match row {
@@ -255,6 +258,26 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
             )
         };
     })
+}
+
+/// Keeps this module's code mapped in the child until the process ends. The guard thread is
+/// never joined (the exit path may not join), and an exiting child runs `apr_terminate` from
+/// atexit, which unloads the modules (dlclose) while that thread may still wake up in our code:
+/// without this, that rare wake-up is a SIGSEGV in an exiting child. Children only: the parent
+/// must still be able to reload the module at a restart.
+fn pin_module_code() {
+    // SAFETY: dladdr fills `info` for an address inside this library; dlopen with RTLD_NOLOAD
+    // only takes one more reference on the already loaded library (and marks it NODELETE).
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let here = pin_module_code as *const std::ffi::c_void;
+        if libc::dladdr(here, &mut info) != 0 && !info.dli_fname.is_null() {
+            libc::dlopen(
+                info.dli_fname,
+                libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            );
+        }
+    }
 }
 
 /// pchild cleanup: the child is exiting. Connection pools (sub-pools) are already gone, so what
@@ -288,6 +311,14 @@ pub unsafe extern "C" fn child_stopping(_pchild: *mut b::apr_pool_t, graceful: c
             return;
         }
         if let Some(table) = runtime::table() {
+            // Tell the older generation's children too (they no longer read the MPM's pipe).
+            // Only worker/event: there graceful = 0 means an ungraceful stop of the child,
+            // while prefork runs this at every child exit.
+            let h = table.header();
+            let generation = h.generation.load(Relaxed);
+            if runtime::generation() == generation {
+                h.server_stop_generation.store(generation + 1, Relaxed);
+            }
             guard::stopper::stop_cgis_at_server_stop(
                 &table,
                 runtime::pid(),

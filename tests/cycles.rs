@@ -1,0 +1,67 @@
+//! Five cycles of start → stuck and abandoned clients → graceful restart → stop, on every MPM:
+//! no "still did not exit" and no "exit signal" in the error log (nothing of the module's
+//! makes Apache chase or lose a child), and each stop within a few seconds.
+
+mod common;
+#[path = "common/guard.rs"]
+mod guard;
+#[path = "common/procs.rs"]
+mod procs;
+
+use common::Mpm;
+use guard::*;
+use procs::*;
+use std::time::{Duration, Instant};
+
+const CYCLES: usize = 5;
+const STOP_WITHIN: Duration = Duration::from_secs(4);
+
+fn vhost() -> String {
+    "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName on.test\n    SocketGuardAutoClose On\n    \
+     SocketGuardCloseWaitTimeout 1s\n    SocketGuardAbandonedTimeout 1s\n</VirtualHost>\n"
+        .to_string()
+}
+
+fn cycles_stay_clean(mpm: Mpm) {
+    for cycle in 0..CYCLES {
+        let mut server = start_with_cgi(opts_with_cgi(mpm, 4).extra_ports(1).vhosts(&vhost()));
+        let p1 = server.extra_port(1);
+        let mut clients = slow_clients(p1, None, 3, 30);
+        for c in &clients {
+            let port = c.local_port();
+            wait_until(Duration::from_secs(10), "the CGI to run", || {
+                !serving(port).is_empty()
+            });
+        }
+        // Two clients give up (their CGIs are stopped 1 s + 1 s later), one stays.
+        for c in clients.drain(..2) {
+            c.close();
+        }
+        wait_until(
+            Duration::from_secs(8),
+            "the abandoned CGIs to be stopped",
+            || log_lines(&server, "SG0021").len() >= 2,
+        );
+        server.graceful_restart();
+        let pid = server.pid();
+        let start = Instant::now();
+        // SAFETY: kill(2) on the Apache parent this test started (what `-k stop` sends).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        while server.is_running() && start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = start.elapsed();
+        let log = server.error_log();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("still did not exit") || l.contains("exit signal"))
+            .collect();
+        assert!(bad.is_empty(), "cycle {cycle}:\n{}", bad.join("\n"));
+        assert!(took < STOP_WITHIN, "cycle {cycle}: the stop took {took:?}");
+        server.release_cgis();
+        server.server.stop();
+        drop(clients);
+    }
+}
+
+mpm_tests!(cycles_stay_clean);
