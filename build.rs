@@ -75,7 +75,7 @@ fn main() {
         .allowlist_function("apr_shm_create|apr_shm_destroy|apr_shm_baseaddr_get|apr_shm_size_get|apr_os_sock_get|apr_optional_hook_add|apr_table_setn|apr_table_set")
         .allowlist_type("ap_listen_rec")
         // The guard process: forked and supervised like mod_cgid's daemon.
-        .allowlist_function("apr_proc_fork|apr_proc_other_child_register|apr_proc_other_child_unregister|apr_pool_note_subprocess")
+        .allowlist_function("apr_proc_fork|apr_proc_other_child_register|apr_proc_other_child_unregister|apr_pool_note_subprocess|ap_exists_config_define")
         .allowlist_type("apr_proc_t|unixd_config_rec")
         .allowlist_var("ap_unixd_config|APR_OC_REASON_.*|APR_INCHILD|APR_INPARENT|APR_KILL_.*|APR_JUST_WAIT")
         .allowlist_var("ap_server_conf|ap_listeners")

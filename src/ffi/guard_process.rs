@@ -33,6 +33,12 @@ const MAX_QUICK_DEATHS: u32 = 5;
 /// # Safety
 /// `pconf` is the configuration pool of this generation; called in the root parent.
 pub unsafe fn start(pconf: *mut b::apr_pool_t) {
+    // `apache2 -X` (one process, no children: debugging, callgrind) has nothing to rescue,
+    // and a forked helper would only confuse such a run.
+    // SAFETY: a lookup in Apache's list of -D defines, set before the config was read.
+    if unsafe { b::ap_exists_config_define(c"ONE_PROCESS".as_ptr()) } != 0 {
+        return;
+    }
     // SAFETY: apr_palloc returns memory from pconf that lives as long as the registration.
     let sp = unsafe { b::apr_palloc(pconf, std::mem::size_of::<Spawn>()) } as *mut Spawn;
     if sp.is_null() {
