@@ -95,6 +95,16 @@ pub fn log_safe(s: &str) -> String {
     out
 }
 
+/// A request for a log line, escaped: `GET /path`, or a plain note when the connection is
+/// stuck before its first request was read.
+pub fn request_text(method: &str, path: &str) -> String {
+    if method.is_empty() && path.is_empty() {
+        "- (none read yet)".to_string()
+    } else {
+        format!("{} {}", log_safe(method), log_safe(path))
+    }
+}
+
 /// Every id, for the uniqueness test and docs.
 pub const ALL: &[MsgId] = &[
     TABLE_CREATED,

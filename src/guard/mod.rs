@@ -277,12 +277,7 @@ fn runtime_stop_overdue(now: u64) -> bool {
 pub const STOP_OVERDUE_MS: u64 = 2_000;
 
 fn log_event(log: LogSink, e: &act::Event) {
-    // A connection can be stuck before its first request was read: say so plainly.
-    let request = if e.method.is_empty() && e.path.is_empty() {
-        "- (none read yet)".to_string()
-    } else {
-        format!("{} {}", log_safe(&e.method), log_safe(&e.path))
-    };
+    let request = messages::request_text(&e.method, &e.path);
     let who = format!(
         "client {}, vhost {}, pid {}, request {request}",
         e.client,

@@ -105,11 +105,7 @@ pub fn log_stopped(log: LogSink, pid: u32, ev: &Stopped) {
 }
 
 fn who(pid: u32, ev: &Stopped) -> String {
-    let request = if ev.method.is_empty() && ev.path.is_empty() {
-        "- (none read yet)".to_string()
-    } else {
-        format!("{} {}", log_safe(&ev.method), log_safe(&ev.path))
-    };
+    let request = messages::request_text(&ev.method, &ev.path);
     format!(
         "client {}, vhost {}, pid {pid}, request {request}",
         ev.client,

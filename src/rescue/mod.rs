@@ -236,11 +236,7 @@ fn log_leak(log: LogSink, e: &untracked::LeakEvent) {
 }
 
 fn log_rescue(log: LogSink, r: &hung::Rescue) {
-    let request = if r.method.is_empty() && r.path.is_empty() {
-        "- (none read yet)".to_string()
-    } else {
-        format!("{} {}", log_safe(&r.method), log_safe(&r.path))
-    };
+    let request = messages::request_text(&r.method, &r.path);
     let who = format!(
         "client {}, vhost {}, pid {} (hung for {:.1}s), request {request}",
         r.client,
