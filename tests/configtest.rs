@@ -52,7 +52,7 @@ fn check_all(cases: &[(Where, &str, &str, Option<&str>)], expect_ok: bool) {
                 failures.push(format!("`{line}` in {ctx}: configtest output does not show the bad value {v:?}:\n{out}"));
             }
         }
-        if out.contains("panicked") {
+        if out.contains("SG0004") {
             failures.push(format!(
                 "`{line}` in {ctx}: a Rust panic reached the output:\n{out}"
             ));
