@@ -216,19 +216,11 @@ mod tests {
         }
     }
 
-    fn vhost(t: &SharedTable, name: &str, mode: AutoClose, timeout: u64) -> u32 {
-        let i = t.register_vhost(name, 80);
-        let row = t.vhost(i).unwrap();
-        row.auto_close.store(mode as u32, Relaxed);
-        row.close_wait_timeout_ms.store(timeout, Relaxed);
-        i
-    }
-
     #[test]
     fn on_closes_once_after_the_timeout_and_counts() {
         let heap = HeapTable::for_tests();
         let t = heap.table();
-        let v = vhost(&t, "on.test", AutoClose::On, 1_000);
+        let v = heap.vhost_with("on.test", AutoClose::On, 1_000);
         let h = heap.stuck_connection(5, v, 99, 10_000);
         let mut closer = FakeCloser::default();
         let mut ev = Vec::new();
@@ -273,7 +265,7 @@ mod tests {
     fn report_logs_once_and_closes_nothing() {
         let heap = HeapTable::for_tests();
         let t = heap.table();
-        let v = vhost(&t, "rep.test", AutoClose::Report, 100);
+        let v = heap.vhost_with("rep.test", AutoClose::Report, 100);
         heap.stuck_connection(5, v, 99, 1_000);
         let mut closer = FakeCloser::default();
         let mut ev = Vec::new();
@@ -290,8 +282,8 @@ mod tests {
     fn off_and_other_owners_are_untouched() {
         let heap = HeapTable::for_tests();
         let t = heap.table();
-        let off = vhost(&t, "off.test", AutoClose::Off, 100);
-        let on = vhost(&t, "on.test", AutoClose::On, 100);
+        let off = heap.vhost_with("off.test", AutoClose::Off, 100);
+        let on = heap.vhost_with("on.test", AutoClose::On, 100);
         heap.stuck_connection(5, off, 99, 1_000);
         let other = heap.stuck_connection(6, on, 99, 1_000); // another child's
         let mut closer = FakeCloser::default();
@@ -305,7 +297,7 @@ mod tests {
     fn a_refused_close_is_not_counted_and_ends_the_period() {
         let heap = HeapTable::for_tests();
         let t = heap.table();
-        let v = vhost(&t, "on.test", AutoClose::On, 100);
+        let v = heap.vhost_with("on.test", AutoClose::On, 100);
         heap.stuck_connection(5, v, 99, 1_000);
         let mut closer = FakeCloser {
             answer: Some(Refusal::Reused),
@@ -322,7 +314,7 @@ mod tests {
     fn a_half_closed_client_still_reading_is_never_closed() {
         let heap = HeapTable::for_tests();
         let t = heap.table();
-        let v = vhost(&t, "on.test", AutoClose::On, 1_000);
+        let v = heap.vhost_with("on.test", AutoClose::On, 1_000);
         let h = heap.stuck_connection(5, v, 99, 10_000);
         let mut closer = FakeCloser {
             acked: 100,
@@ -358,7 +350,7 @@ mod tests {
     fn off_marks_a_gone_client_abandoned_without_acting() {
         let heap = HeapTable::for_tests();
         let t = heap.table();
-        let v = vhost(&t, "off.test", AutoClose::Off, 500);
+        let v = heap.vhost_with("off.test", AutoClose::Off, 500);
         let h = heap.stuck_connection(5, v, 99, 1_000);
         let mut closer = FakeCloser::default();
         let mut ev = Vec::new();

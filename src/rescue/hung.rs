@@ -212,12 +212,7 @@ mod tests {
         let heap = HeapTable::for_tests();
         let t = heap.table();
         t.header().hung_child_timeout_ms.store(2_000, Relaxed);
-        let v = t.register_vhost("on.test", 80);
-        t.vhost(v).unwrap().auto_close.store(mode as u32, Relaxed);
-        t.vhost(v)
-            .unwrap()
-            .close_wait_timeout_ms
-            .store(1_000, Relaxed);
+        let v = heap.vhost_with("on.test", mode, 1_000);
         t.claim_child(5, 0, 77, 10_000).unwrap();
         let h = heap.stuck_connection(5, v, 99, 10_500);
         (heap, h)

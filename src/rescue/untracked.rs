@@ -326,13 +326,7 @@ mod tests {
 
     fn table(mode: AutoClose) -> HeapTable {
         let heap = HeapTable::for_tests();
-        let t = heap.table();
-        let v = t.register_vhost("on.test", 80);
-        t.vhost(v).unwrap().auto_close.store(mode as u32, Relaxed);
-        t.vhost(v)
-            .unwrap()
-            .close_wait_timeout_ms
-            .store(1_000, Relaxed);
+        heap.vhost_with("on.test", mode, 1_000);
         heap
     }
 

@@ -53,6 +53,21 @@ impl HeapTable {
         HeapTable::new(8, 2, 1)
     }
 
+    /// A vhost row `name:80` with its AutoClose mode and CLOSE_WAIT timeout set.
+    pub(crate) fn vhost_with(
+        &self,
+        name: &str,
+        mode: crate::config::AutoClose,
+        timeout_ms: u64,
+    ) -> u32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = self.table.register_vhost(name, 80);
+        let row = self.table.vhost(i).expect("just registered");
+        row.auto_close.store(mode as u32, Relaxed);
+        row.close_wait_timeout_ms.store(timeout_ms, Relaxed);
+        i
+    }
+
     /// A connection of `pid` on `vhost` (fd 7, socket `inode`), handling `GET /slow`, that the
     /// scan first saw in CLOSE_WAIT at `since`.
     pub(crate) fn stuck_connection(
