@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Measures what mod_socket_guard costs on healthy traffic (used by `make bench`).
 #
-# The same Apache config (event MPM, one small static file, no access log) is started with and
-# without `LoadModule socket_guard_module`, alternating which goes first in each round to cancel
-# drift. Each start is measured with
+# For each MPM (prefork, worker, event) the same Apache config (one small static file, no access
+# log) is started three ways: without `LoadModule socket_guard_module`, with it, and with it but
+# with the children's guard thread left out (SOCKET_GUARD_BENCH_NO_CHILD_THREAD=1, a benchmark
+# setting: it tells how much of the module's cost is that thread). The order rotates in each
+# round to cancel drift. Each start is measured with
 #   wrk -t2 -c32 -d${BENCH_SECS}s      keep-alive: many requests per connection
 #   ab -n ${AB_N} -c16                 a new connection for every request (no -k)
 # recording requests/sec and the server's CPU time (utime+stime of the parent, its children and
 # the children it already reaped, from /proc/<pid>/stat) per 1000 requests. Medians over the
-# rounds are printed and written to build/bench/results.md.
+# rounds, with the spread (min–max), are printed and written to build/bench/results.md.
 #
-# Environment: BENCH_ROUNDS (3), BENCH_SECS (5), AB_N (20000), SOCKET_GUARD_SO
+# Environment: BENCH_MPMS ("prefork worker event"), BENCH_ROUNDS (3), BENCH_SECS (5), AB_N (20000),
+# SOCKET_GUARD_SO
 # (build/mod_socket_guard.so), BENCH_KEEP=1 keeps the generated configs and logs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SO=${SOCKET_GUARD_SO:-$ROOT/build/mod_socket_guard.so}
 ROUNDS=${BENCH_ROUNDS:-3}
+MPMS=${BENCH_MPMS:-prefork worker event}
+VARIANTS=(without with nothread)
 SECS=${BENCH_SECS:-5}
 AB_N=${AB_N:-20000}
 APACHE2=${APACHE2:-/usr/sbin/apache2}
@@ -90,9 +95,20 @@ free_port() {
     die "no free port found between 20000 and 32000"
 }
 
-# write_conf DIR PORT WITH(0|1)
+# The MPM's section: a fixed pool, so no process starts or stops during a measurement, with
+# workers for every wrk connection (32).
+mpm_lines() {
+    case $1 in
+        prefork) printf '%s\n' 'StartServers 32' 'MinSpareServers 32' 'MaxSpareServers 64' \
+            'ServerLimit 32' 'MaxRequestWorkers 32' ;;
+        worker | event) printf '%s\n' 'StartServers 2' 'ServerLimit 2' 'ThreadsPerChild 32' \
+            'MaxRequestWorkers 64' 'MinSpareThreads 32' 'MaxSpareThreads 64' ;;
+    esac
+}
+
+# write_conf DIR PORT WITH(0|1) MPM
 write_conf() {
-    local dir=$1 port=$2 with=$3 module_line user_lines types_line
+    local dir=$1 port=$2 with=$3 mpm=$4 module_line user_lines types_line
     mkdir -p "$dir/htdocs"
     # A small static file (~200 bytes), the common case the guard must not slow down.
     printf '<!DOCTYPE html>\n<html><head><title>bench</title></head><body><p>%s</p></body></html>\n' \
@@ -115,20 +131,14 @@ PidFile "$dir/apache2.pid"
 DefaultRuntimeDir "$dir"
 ErrorLog "$dir/error.log"
 LogLevel warn
-LoadModule mpm_event_module "$MODULES_DIR/mod_mpm_event.so"
+LoadModule mpm_${mpm}_module "$MODULES_DIR/mod_mpm_${mpm}.so"
 LoadModule authz_core_module "$MODULES_DIR/mod_authz_core.so"
 LoadModule authz_host_module "$MODULES_DIR/mod_authz_host.so"
 LoadModule mime_module "$MODULES_DIR/mod_mime.so"
 LoadModule dir_module "$MODULES_DIR/mod_dir.so"
 $module_line
 $user_lines
-# A fixed pool of two children so no process starts or stops during a measurement.
-StartServers 2
-ServerLimit 2
-ThreadsPerChild 32
-MaxRequestWorkers 64
-MinSpareThreads 32
-MaxSpareThreads 64
+$(mpm_lines "$mpm")
 MaxConnectionsPerChild 0
 ListenBacklog 511
 Timeout 30
@@ -149,11 +159,12 @@ DocumentRoot "$dir/htdocs"
 EOF
 }
 
-# start_server DIR -- prints the parent pid
+# start_server DIR [ENV=VALUE...] -- prints the parent pid
 start_server() {
     local dir=$1 out pid i port
+    shift
     port=$(sed -n 's/^Listen 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$dir/apache2.conf")
-    if ! out=$("$APACHE2" -f "$dir/apache2.conf" -k start 2>&1); then
+    if ! out=$(env "$@" "$APACHE2" -f "$dir/apache2.conf" -k start 2>&1); then
         printf '%s\n' "$out" >&2
         die "Apache failed to start with $dir/apache2.conf"
     fi
@@ -231,42 +242,44 @@ median() { # median VALUE...
 declare -A samples # samples[scenario.variant.metric] = space-separated values
 add_sample() { samples[$1]="${samples[$1]:-} $2"; }
 
-measure_variant() { # measure_variant ROUND VARIANT(with|without)
-    local round=$1 variant=$2 dir port pid with=0 reqs rps cpu code out
-    [[ $variant == with ]] && with=1
-    dir=$WORK/r$round-$variant
+measure_variant() { # measure_variant MPM ROUND VARIANT(without|with|nothread)
+    local mpm=$1 round=$2 variant=$3 dir port pid with=1 reqs rps cpu code out s
+    local -a env=()
+    [[ $variant == without ]] && with=0
+    [[ $variant == nothread ]] && env=(SOCKET_GUARD_BENCH_NO_CHILD_THREAD=1)
+    dir=$WORK/$mpm-r$round-$variant
     port=$(free_port)
-    write_conf "$dir" "$port" "$with"
+    write_conf "$dir" "$port" "$with" "$mpm"
     started_pidfiles+=("$dir/apache2.pid") # before starting: start_server runs in a subshell
-    pid=$(start_server "$dir")
+    pid=$(start_server "$dir" "${env[@]+"${env[@]}"}")
     if [[ $with == 1 ]]; then
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/socket-status?auto") || code=000
         [[ $code == 200 ]] || note "warning: /socket-status?auto answered $code with the module loaded"
     fi
     # Warm up (page cache, worker threads, first connections), then measure.
     timeout 30 wrk -t1 -c4 -d1s "http://127.0.0.1:$port/small.html" >/dev/null 2>&1 || true
-    out=$(run_wrk "$port" "$pid")
-    read -r reqs rps cpu <<<"$out"
-    add_sample "wrk.$variant.rps" "$rps"
-    add_sample "wrk.$variant.cpu" "$cpu"
-    printf '  round %s %-7s wrk: %8s req  %10s req/s  %8s CPU-us/1k req\n' "$round" "$variant" "$reqs" "$rps" "$cpu" >&2
-    out=$(run_ab "$port" "$pid")
-    read -r reqs rps cpu <<<"$out"
-    add_sample "ab.$variant.rps" "$rps"
-    add_sample "ab.$variant.cpu" "$cpu"
-    printf '  round %s %-7s ab:  %8s req  %10s req/s  %8s CPU-us/1k req\n' "$round" "$variant" "$reqs" "$rps" "$cpu" >&2
-    if [[ $with == 1 ]] && grep -q 'socket_guard' "$dir/error.log" 2>/dev/null; then
-        grep -E '\[socket_guard:(emerg|alert|crit|error|warn)\]' "$dir/error.log" | head -5 >&2 || true
+    for s in wrk ab; do
+        out=$("run_$s" "$port" "$pid")
+        read -r reqs rps cpu <<<"$out"
+        add_sample "$mpm.$s.$variant.rps" "$rps"
+        add_sample "$mpm.$s.$variant.cpu" "$cpu"
+        printf '  %-7s round %s %-8s %-3s %8s req %10s req/s %8s CPU-us/1k req\n' \
+            "$mpm" "$round" "$variant" "$s" "$reqs" "$rps" "$cpu" >&2
+    done
+    if [[ $with == 1 ]]; then
+        grep -E '\[socket_guard:(emerg|alert|crit|warn)\]' "$dir/error.log" | head -5 >&2 || true
     fi
     stop_pidfile "$dir/apache2.pid" "$dir/apache2.conf"
 }
 
-note "$ROUNDS rounds; wrk -t$WRK_THREADS -c$WRK_CONNS -d${SECS}s (keep-alive), ab -n $AB_N -c $AB_CONC (new connection per request)"
+note "MPMs: $MPMS; $ROUNDS rounds; wrk -t$WRK_THREADS -c$WRK_CONNS -d${SECS}s (keep-alive), ab -n $AB_N -c $AB_CONC (new connection per request)"
 note "module: $SO"
-for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then order=(without with); else order=(with without); fi
-    for v in "${order[@]}"; do
-        measure_variant "$r" "$v"
+for mpm in $MPMS; do
+    for ((r = 1; r <= ROUNDS; r++)); do
+        # Rotate the order so that no variant always runs first (or last) in a round.
+        for ((k = 0; k < ${#VARIANTS[@]}; k++)); do
+            measure_variant "$mpm" "$r" "${VARIANTS[(k + r) % ${#VARIANTS[@]}]}"
+        done
     done
 done
 
@@ -275,56 +288,63 @@ med() { # med KEY -- median of the samples under KEY
     # shellcheck disable=SC2086 # word splitting of the sample list is intended
     median ${samples[$1]}
 }
+span() { # span KEY -- "min–max" of the samples under KEY
+    printf '%s\n' ${samples[$1]} | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f–%.0f", lo, hi }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
-delta_us() { awk -v w="$1" -v o="$2" 'BEGIN { printf "%+.2f", (w - o) / 1000 }'; }
+per_req() { awk -v v="$1" 'BEGIN { printf "%.1f", v / 1000 }'; } # µs/1k req → µs/req
+cell() { # cell KEY -- "median (min–max)" in µs per request
+    local lo hi
+    IFS=– read -r lo hi <<<"$(span "$1")"
+    printf '%s (%s–%s)' "$(per_req "$(med "$1")")" "$(per_req "$lo")" "$(per_req "$hi")"
+}
 
-rows=()
-for s in wrk ab; do
-    rw=$(med "$s.without.rps") rwi=$(med "$s.with.rps")
-    cw=$(med "$s.without.cpu") cwi=$(med "$s.with.cpu")
-    case $s in
-        wrk) label="wrk keep-alive (-t$WRK_THREADS -c$WRK_CONNS, ${SECS}s)" ;;
-        ab) label="ab new connection per request (-n $AB_N -c $AB_CONC)" ;;
+label_of() {
+    case $1 in
+        wrk) echo "keep-alive (wrk -c$WRK_CONNS)" ;;
+        ab) echo "new connection per request (ab -c$AB_CONC)" ;;
     esac
-    rows+=("| $label | $rw | $rwi | $(ratio "$rwi" "$rw") | $cw | $cwi | $(delta_us "$cwi" "$cw") |")
-done
-hook_cost=$(delta_us "$(med ab.with.cpu)" "$(med ab.without.cpu)")
+}
 
 {
-    echo "# mod_socket_guard benchmark"
+    echo "# mod_socket_guard benchmark: CPU per request with and without the module"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $("$APACHE2" -v | sed -n 's/^Server version: //p'), mpm_event," \
-        "$(nproc) CPUs, median of $ROUNDS rounds (with/without alternated), 127.0.0.1, ~200-byte static file."
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $("$APACHE2" -v | sed -n 's/^Server version: //p'), $(nproc) CPUs," \
+        "127.0.0.1, ~200-byte static file; $ROUNDS rounds per MPM, order of the three servers rotated each round."
     echo
-    echo "| scenario | req/s without | req/s with | ratio with/without | CPU µs/1k req without | CPU µs/1k req with | Δ CPU µs/req |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    printf '%s\n' "${rows[@]}"
+    echo "CPU µs per request: the server's utime+stime (parent, children, reaped children) from /proc"
+    echo "over the run, divided by the requests served; median of the rounds (min–max in brackets)."
+    echo "\"no child thread\" is the module with SOCKET_GUARD_BENCH_NO_CHILD_THREAD=1."
     echo
-    echo "Per-connection hook cost estimate (ab: one connection per request, (CPU with − CPU without) / requests): **$hook_cost µs**."
+    echo "| MPM | traffic | without module | with module | with, no child thread | with ÷ without | no thread ÷ without | req/s without → with |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for mpm in $MPMS; do
+        for s in wrk ab; do
+            k=$mpm.$s
+            echo "| $mpm | $(label_of "$s") | $(cell "$k.without.cpu") | $(cell "$k.with.cpu") | $(cell "$k.nothread.cpu")" \
+                "| $(ratio "$(med "$k.with.cpu")" "$(med "$k.without.cpu")")" \
+                "| $(ratio "$(med "$k.nothread.cpu")" "$(med "$k.without.cpu")")" \
+                "| $(med "$k.without.rps") → $(med "$k.with.rps") |"
+        done
+    done
     echo
-    echo "CPU is the server's utime+stime (parent, children and reaped children) from /proc, in"
-    echo "$CLK_TCK Hz ticks, so values within a few percent of each other are within measurement noise."
+    echo "CPU is counted in $CLK_TCK Hz ticks; with the spread shown, a ratio whose ranges overlap is not a"
+    echo "measured difference."
     echo
-    echo "Per-round samples:"
+    echo "Per-round samples (CPU µs per 1000 requests; requests/s):"
     echo
     echo '```'
-    for k in wrk.without.rps wrk.with.rps wrk.without.cpu wrk.with.cpu ab.without.rps ab.with.rps ab.without.cpu ab.with.cpu; do
-        printf '%-16s%s\n' "$k" "${samples[$k]}"
+    for mpm in $MPMS; do
+        for s in wrk ab; do
+            for v in "${VARIANTS[@]}"; do
+                printf '%-30s cpu%s\n' "$mpm.$s.$v" "${samples[$mpm.$s.$v.cpu]}"
+                printf '%-30s rps%s\n' "" "${samples[$mpm.$s.$v.rps]}"
+            done
+        done
     done
     echo '```'
 } >"$RESULTS"
 
 echo
-printf '%-44s %12s %12s %8s %14s %14s %10s\n' "scenario" "rps without" "rps with" "ratio" "CPUus/1k w/o" "CPUus/1k with" "dCPUus/req"
-for s in wrk ab; do
-    case $s in
-        wrk) label="wrk keep-alive -c$WRK_CONNS" ;;
-        ab) label="ab new connection/request -c$AB_CONC" ;;
-    esac
-    rw=$(med "$s.without.rps") rwi=$(med "$s.with.rps")
-    cw=$(med "$s.without.cpu") cwi=$(med "$s.with.cpu")
-    printf '%-44s %12s %12s %8s %14s %14s %10s\n' "$label" "$rw" "$rwi" "$(ratio "$rwi" "$rw")" "$cw" "$cwi" "$(delta_us "$cwi" "$cw")"
-done
-echo
-echo "per-connection hook cost estimate (ab): $hook_cost us"
+cat "$RESULTS"
 echo "results written to ${RESULTS#"$ROOT"/}"

@@ -145,6 +145,9 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
                 unsafe { fork_guard(sp) };
             }
             r if r == b::APR_OC_REASON_RESTART => {
+                // Only the MPM's reclaim of its children says this: at a stop, a hard restart
+                // or the end of a graceful stop, never at a graceful restart.
+                note_children_reclaimed();
                 // SAFETY: `data` is our registration; this calls us back with UNREGISTER.
                 unsafe { b::apr_proc_other_child_unregister(data) };
             }
@@ -161,6 +164,20 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
             _ => {}
         }
     })
+}
+
+/// The MPM is ending every child (it calls the other-child callbacks with RESTART from its
+/// reclaim loop, right after the first SIGTERM). The current generation's worker/event children
+/// hear of it from the MPM; older ones, still finishing requests after a graceful restart, no
+/// longer listen to it, and there may be no child of the current generation yet to pass it on
+/// (`child_stopping`): tell them through the table, so they end their requests' CGIs now
+/// instead of being SIGKILLed 9 s later.
+fn note_children_reclaimed() {
+    if let Some(table) = runtime::table() {
+        let h = table.header();
+        h.server_stop_generation
+            .store(h.generation.load(Relaxed) + 1, Relaxed);
+    }
 }
 
 fn stopping() -> bool {

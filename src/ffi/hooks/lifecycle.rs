@@ -239,6 +239,9 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
             None => log::warn(s, messages::CHILD_TABLE_FULL, &format!(
                 "no free child row for pid {pid}: its guard does not run and it shows no check-ins"
             )),
+            Some(_) if bench_without_child_thread() => log::err(s, messages::GUARD_UNAVAILABLE, &format!(
+                "guard thread not started in pid {pid}: {BENCH_NO_CHILD_THREAD}=1 is set (a benchmark setting, not for production)"
+            )),
             Some(row) => match guard::start(table, Child { pid, row, log: log::sink, threaded, generation }, runtime::exiting_flag()) {
                 Ok(()) => {
                     log::debug(s, messages::GUARD_STARTED, &format!("guard thread started in pid {pid} (generation {generation})"));
@@ -258,6 +261,16 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
             )
         };
     })
+}
+
+/// Environment variable that starts children without their guard thread. For `make bench` only,
+/// which measures what the thread costs per request: such a child does not check in (the guard
+/// process would take it for hung), does not act on its own connections, and does not stop
+/// abandoned work.
+const BENCH_NO_CHILD_THREAD: &str = "SOCKET_GUARD_BENCH_NO_CHILD_THREAD";
+
+fn bench_without_child_thread() -> bool {
+    std::env::var_os(BENCH_NO_CHILD_THREAD).is_some_and(|v| v == "1")
 }
 
 /// Keeps this module's code mapped in the child until the process ends. The guard thread is
