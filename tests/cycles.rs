@@ -45,21 +45,7 @@ fn cycles_stay_clean(mpm: Mpm) {
         // Stop at once, before any child of the new generation may run: the old generation's
         // children learn of the stop from the parent (its reclaim), not from a new child.
         server.graceful_restart();
-        let pid = server.pid();
-        let start = Instant::now();
-        // SAFETY: kill(2) on the Apache parent this test started (what `-k stop` sends).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        while server.is_running() && start.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let took = start.elapsed();
-        let log = server.error_log();
-        let bad: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("still did not exit") || l.contains("exit signal"))
-            .collect();
-        assert!(bad.is_empty(), "cycle {cycle}:\n{}", bad.join("\n"));
-        assert!(took < STOP_WITHIN, "cycle {cycle}: the stop took {took:?}");
+        stop_cleanly(&server, &format!("cycle {cycle}"));
         server.release_cgis();
         server.server.stop();
         drop(clients);
@@ -67,6 +53,25 @@ fn cycles_stay_clean(mpm: Mpm) {
 }
 
 mpm_tests!(cycles_stay_clean);
+
+/// SIGTERM to the parent (what `-k stop` sends), then: gone within `STOP_WITHIN`, and no
+/// "still did not exit" or "exit signal" in the error log.
+fn stop_cleanly(server: &CgiServer, what: &str) {
+    let start = Instant::now();
+    // SAFETY: kill(2) on the Apache parent this test started.
+    unsafe { libc::kill(server.server.pid(), libc::SIGTERM) };
+    while server.server.is_running() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    let log = server.server.error_log();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("still did not exit") || l.contains("exit signal"))
+        .collect();
+    assert!(bad.is_empty(), "{what}:\n{}", bad.join("\n"));
+    assert!(took < STOP_WITHIN, "{what}: the stop took {took:?}");
+}
 
 /// A stop right after a graceful restart, while the old generation's children still fill every
 /// slot (ServerLimit 1), so no child of the new generation runs to hear of the stop: the old
@@ -98,20 +103,7 @@ fn stop_while_old_generation_fills_the_pool(mpm: Mpm) {
     wait_until(Duration::from_secs(10), "the graceful restart", || {
         resumed() > before
     });
-    let start = Instant::now();
-    // SAFETY: as above (what `-k stop` sends).
-    unsafe { libc::kill(server.server.pid(), libc::SIGTERM) };
-    while server.server.is_running() && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = start.elapsed();
-    let log = server.server.error_log();
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("still did not exit") || l.contains("exit signal"))
-        .collect();
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
-    assert!(took < STOP_WITHIN, "the stop took {took:?}");
+    stop_cleanly(&server, "stop after graceful");
     server.release_cgis();
     server.server.stop();
     drop(clients);
