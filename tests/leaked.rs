@@ -142,8 +142,16 @@ fn leaked_sockets(mpm: Mpm) {
             helper.id()
         );
     }
+    assert!(
+        leaked
+            .iter()
+            .all(|r| matches!(r.get("closed"), Some(json::Value::Bool(false)))),
+        "the Off vhost's leaked sockets are not shown as closed: {leaked:?}"
+    );
     let s = server.status_auto();
     assert_eq!(s.num("KernelCloseWaitLeaked"), 2, "{}", s.raw);
+    // Taking the descriptors out of the holder proved the guard process's reach.
+    assert_eq!(s.get("GuardProcessReach"), Some("children"), "{}", s.raw);
     assert_eq!(s.num("ForceClosedRescue"), 2, "{}", s.raw);
     let lines = log_lines(&server, "SG0024");
     assert_eq!(lines.len(), 2, "{}", lines.join("\n"));

@@ -36,6 +36,8 @@ pub struct KernelReach {
     root: u32,
     log: LogSink,
     denied_logged: bool,
+    /// A descriptor was taken out of another process at least once: reach is proven.
+    reached: bool,
 }
 
 impl Reach for KernelReach {
@@ -46,18 +48,7 @@ impl Reach for KernelReach {
     }
 
     fn shutdown_in(&mut self, c: ChildId, fd: i32, k: &KernelSocket) -> Result<(), Refusal> {
-        let pidfd = pidfd::open(c.pid).map_err(|_| Refusal::Gone)?;
-        // The pidfd pins the process; it must still be the child we verified.
-        if !self.is_our_child(c) {
-            return Err(Refusal::Gone);
-        }
-        let dup = pidfd::get_fd(&pidfd, fd).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                self.cannot_reach(&e);
-            }
-            Refusal::Io(e.to_string())
-        })?;
-        crate::sys::socket::shutdown_taken(&dup, k.inode, k.local, k.remote, TCP_CLOSE_WAIT)
+        self.take_and_shut(c.pid, fd, k, |me| me.is_our_child(c))
     }
 }
 
@@ -83,21 +74,37 @@ impl untracked::Holders for KernelReach {
     }
 
     fn shutdown_in(&mut self, h: &untracked::Holder, k: &KernelSocket) -> Result<(), Refusal> {
-        let pidfd = pidfd::open(h.pid).map_err(|_| Refusal::Gone)?;
-        if procfs::stat(h.pid).is_none_or(|st| st.start_time != h.start_time) {
+        self.take_and_shut(h.pid, h.fd, k, |_| {
+            procfs::stat(h.pid).is_some_and(|st| st.start_time == h.start_time)
+        })
+    }
+}
+
+impl KernelReach {
+    /// Takes a duplicate of `pid`'s descriptor `fd` and shuts it down if it is still the
+    /// kernel's CLOSE_WAIT socket `k`. `still_same` runs once the pidfd pins the process, so
+    /// a pid reused before that is caught.
+    fn take_and_shut(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        k: &KernelSocket,
+        still_same: impl FnOnce(&mut Self) -> bool,
+    ) -> Result<(), Refusal> {
+        let pidfd = pidfd::open(pid).map_err(|_| Refusal::Gone)?;
+        if !still_same(self) {
             return Err(Refusal::Gone);
         }
-        let dup = pidfd::get_fd(&pidfd, h.fd).map_err(|e| {
+        let dup = pidfd::get_fd(&pidfd, fd).map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
                 self.cannot_reach(&e);
             }
             Refusal::Io(e.to_string())
         })?;
+        self.reached = true;
         crate::sys::socket::shutdown_taken(&dup, k.inode, k.local, k.remote, TCP_CLOSE_WAIT)
     }
-}
 
-impl KernelReach {
     fn cannot_reach(&mut self, e: &std::io::Error) {
         if !std::mem::replace(&mut self.denied_logged, true) {
             (self.log)(Severity::Warn, messages::RESCUE_DEGRADED, &format!(
@@ -124,6 +131,7 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
         root,
         log,
         denied_logged: false,
+        reached: false,
     };
     let mut diag = DiagSocket::open().ok();
     let mut untracked = untracked::Untracked::default();
@@ -207,7 +215,7 @@ fn scan_and_rescue(
     let h = table.header();
     if reach.denied_logged {
         h.guard_reach.store(guard_reach::NONE, Relaxed);
-    } else if out.iter().any(|r| r.outcome == Outcome::Rescued) {
+    } else if reach.reached {
         h.guard_reach.store(guard_reach::CHILDREN, Relaxed);
     }
     backlog

@@ -55,6 +55,8 @@ struct Seen {
     since: u64,
     class: Option<Class>,
     acted: bool,
+    /// Shut down by the guard process (not merely reported).
+    closed: bool,
 }
 
 /// What the guard process remembers between scans.
@@ -108,6 +110,7 @@ impl Untracked {
                 since: now,
                 class: None,
                 acted: false,
+                closed: false,
             });
         }
         self.classify_due(table, &untracked, now, holders);
@@ -209,6 +212,7 @@ impl Untracked {
                     c.force_closed_rescue.fetch_add(1, Relaxed);
                     vhost.force_closed_rescue.fetch_add(1, Relaxed);
                     ev.outcome = Outcome::Closed;
+                    seen.closed = true;
                 }
                 Err(why) => ev.outcome = Outcome::Refused(format!("{why:?}")),
             }
@@ -240,7 +244,7 @@ impl Untracked {
             let comm = holder.map_or("", |h| h.comm.as_str()).as_bytes();
             let len = crate::table::shared::write_bytes(&row.holder_comm, comm);
             row.comm_len.store(len as u32, Relaxed);
-            row.closed.store(u32::from(seen.acted), Relaxed);
+            row.closed.store(u32::from(seen.closed), Relaxed);
             row.since_mono_ms.store(seen.since, Relaxed);
             row.inode.store(inode, Release);
         }
@@ -380,9 +384,10 @@ mod tests {
             rows,
             vec![(10, leak_kind::LEAKED, 77), (12, leak_kind::BACKLOG, 0)]
         );
-        // Looked for once, acted on once.
+        // Looked for once, acted on once; shown as closed while the kernel still lists it.
         u.pass(&t, &list, 7_000, true, &mut h, &mut out);
         assert_eq!((h.finds, h.closed.len(), out.len()), (1, 1, 1));
+        assert_eq!(t.header().leaks[0].closed.load(Relaxed), 1);
         // Gone from the kernel's list: forgotten and unpublished.
         u.pass(&t, &[], 8_000, true, &mut h, &mut out);
         assert!(t.header().leaks.iter().all(|r| r.inode.load(Relaxed) == 0));
@@ -410,6 +415,11 @@ mod tests {
                 t.header().leaks[0].inode.load(Relaxed),
                 10,
                 "{mode:?}: shown"
+            );
+            assert_eq!(
+                t.header().leaks[0].closed.load(Relaxed),
+                0,
+                "{mode:?}: not shown as closed"
             );
         }
     }
