@@ -5,7 +5,8 @@
 #   make run        start a demo Apache on 127.0.0.1:8080 in the foreground (PORT=, MPM=)
 #   make start      the same server in the background; `make stop` stops it
 #   make install    install the module with apxs and the Debian a2enmod files
-#   make bench      with/without-module throughput and CPU comparison (wrk + ab)
+#   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost
+#   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
 #   make lint       cargo fmt --check and cargo clippy
 #
@@ -36,7 +37,7 @@ SOCKET_GUARD_SO := $(CURDIR)/$(SO)
 export SOCKET_GUARD_SO
 
 .PHONY: all build bootstrap test test-unit test-integration run start stop demo install \
-        bench seed-replay clean fmt lint help
+        bench demo-rescue seed-replay clean fmt lint help
 
 all: build
 
@@ -110,6 +111,11 @@ bench: build
 	bench/instructions.sh
 	KEEPALIVE=1 bench/instructions.sh
 	bench/run.sh
+	bench/guard_process.py
+
+# The five kinds of CLOSE_WAIT socket on a real prefork server, end to end (needs root).
+demo-rescue: build
+	scripts/demo-rescue.py
 
 # Not part of `make test`: three Apache servers under load, one after the other (DURATION=, RATE=).
 seed-replay: build

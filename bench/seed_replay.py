@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 
+from procstat import read_stat
+
 HOST = "127.0.0.1"
 STATE_CLOSE_WAIT = "08"
 STATE_LISTEN = "0A"
@@ -43,25 +45,6 @@ def log(msg):
 
 
 # --- /proc ------------------------------------------------------------------------------------
-
-def read_stat(pid):
-    """(ppid, starttime, comm, state) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    lp, rp = data.find("("), data.rfind(")")
-    if lp < 0 or rp < 0:
-        return None
-    comm = data[lp + 1:rp]
-    rest = data[rp + 2:].split()
-    # rest[0]=state rest[1]=ppid ... rest[19]=starttime (field 22)
-    try:
-        return int(rest[1]), int(rest[19]), comm, rest[0]
-    except (IndexError, ValueError):
-        return None
-
 
 def process_table():
     """{pid: (ppid, starttime, comm, state)} of every process."""

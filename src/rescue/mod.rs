@@ -10,6 +10,7 @@
 //! It runs as the `User` with CAP_SYS_PTRACE as its only capability (see ffi::guard_process)
 //! and treats the shared table as hostile input.
 
+mod children;
 pub mod hung;
 pub mod untracked;
 
@@ -137,9 +138,10 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
     let mut untracked = untracked::Untracked::default();
     let mut backlog_reported = false;
     let mut next_scan = 0;
+    let mut children = children::ChildWatch::default();
     while std::os::unix::process::parent_id() == root {
         let now = mono_ms();
-        let reclaimed = table.reclaim_dead(procfs::is_alive);
+        let reclaimed = reclaim_dead_children(&table, &mut children);
         if reclaimed > 0 {
             log(
                 Severity::Notice,
@@ -172,6 +174,24 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
             .clamp(1, RECLAIM_EVERY_MS);
         std::thread::sleep(Duration::from_millis(wait));
     }
+}
+
+/// Frees the rows and slots of children that ended. Only the child rows are checked (through
+/// pidfds); the slots are walked only when one of them died. Slots of a process without a row
+/// are left to the parent's monitor hook, which walks everything.
+fn reclaim_dead_children(table: &SharedTable, children: &mut children::ChildWatch) -> u64 {
+    let dead = table.reclaim_dead_children(|pid, start| children.is_alive(pid, start));
+    let rows: Vec<u32> = table
+        .children()
+        .iter()
+        .map(|c| c.pid.load(Relaxed))
+        .filter(|p| *p != 0)
+        .collect();
+    children.keep_only(&rows);
+    if dead.is_empty() {
+        return 0;
+    }
+    table.reclaim_slots(|pid| !dead.contains(&pid))
 }
 
 /// Says once per episode that connections were abandoned in the listen queue.

@@ -98,6 +98,12 @@ impl Untracked {
         holders: &mut impl Holders,
         out: &mut Vec<LeakEvent>,
     ) -> usize {
+        if close_wait.is_empty() {
+            // The common case: nothing to classify, no table walk.
+            self.seen.clear();
+            self.publish(table, &[]);
+            return 0;
+        }
         let tracked = tracked_inodes(table);
         let untracked: Vec<&KernelSocket> = close_wait
             .iter()

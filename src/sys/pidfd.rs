@@ -29,6 +29,19 @@ pub fn get_fd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(dup as RawFd) })
 }
 
+/// Whether the process behind `pidfd` has ended (exited or killed, reaped or not): its pidfd
+/// polls readable then. One syscall, no /proc read.
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents != 0
+}
+
 /// Sends `sig` through `pidfd`.
 pub fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     // SAFETY: pidfd_send_signal with our pidfd, a signal number, no siginfo, no flags.

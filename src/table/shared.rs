@@ -327,6 +327,24 @@ impl SharedTable {
     /// `is_alive(pid, start_time)` answers for child rows (start_time known) and for slot
     /// owners (start_time 0: any process with that pid counts). Returns slots reclaimed.
     pub fn reclaim_dead(&self, mut is_alive: impl FnMut(u32, u64) -> bool) -> u64 {
+        let dead = self.reclaim_dead_children(&mut is_alive);
+        let mut alive_cache: Vec<(u32, bool)> = Vec::new();
+        self.reclaim_slots(|pid| {
+            if dead.contains(&pid) {
+                return false;
+            }
+            if let Some(&(_, a)) = alive_cache.iter().find(|(p, _)| *p == pid) {
+                return a;
+            }
+            let a = is_alive(pid, 0);
+            alive_cache.push((pid, a));
+            a
+        })
+    }
+
+    /// Frees the child rows of processes that are gone (and the scanner role one of them
+    /// held); returns their pids, whose slots `reclaim_slots` then frees.
+    pub fn reclaim_dead_children(&self, mut is_alive: impl FnMut(u32, u64) -> bool) -> Vec<u32> {
         let mut dead: Vec<u32> = Vec::new();
         for child in self.children() {
             let pid = child.pid.load(Acquire);
@@ -340,28 +358,22 @@ impl SharedTable {
                     .compare_exchange(pid, 0, AcqRel, Relaxed);
             }
         }
+        dead
+    }
+
+    /// Frees every slot in use whose owner `owner_alive` says is gone; returns how many.
+    pub fn reclaim_slots(&self, mut owner_alive: impl FnMut(u32) -> bool) -> u64 {
         let mut reclaimed = 0;
-        let mut alive_cache: Vec<(u32, bool)> = Vec::new();
         for slot in self.slots() {
             let state = slot.state.load(Acquire);
             let pid = slot.owner_pid.load(Relaxed);
-            if state == ConnState::Free as u32 || pid == 0 {
+            if state == ConnState::Free as u32 || pid == 0 || owner_alive(pid) {
                 continue;
             }
-            let alive = if dead.contains(&pid) {
-                false
-            } else if let Some(&(_, a)) = alive_cache.iter().find(|(p, _)| *p == pid) {
-                a
-            } else {
-                let a = is_alive(pid, 0);
-                alive_cache.push((pid, a));
-                a
-            };
-            if !alive
-                && slot
-                    .state
-                    .compare_exchange(state, ConnState::Reclaimed as u32, AcqRel, Relaxed)
-                    .is_ok()
+            if slot
+                .state
+                .compare_exchange(state, ConnState::Reclaimed as u32, AcqRel, Relaxed)
+                .is_ok()
             {
                 self.record_close_wait_end(slot);
                 self.free_slot(slot);
