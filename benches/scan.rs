@@ -31,7 +31,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mod_socket_guard::clock::mono_ms;
@@ -378,6 +377,7 @@ impl Source {
 
 struct Bench {
     table: SharedTable,
+    scanner: scan::Scanner,
     diag: DiagSocket,
     reference: RefDump,
     port: u16,
@@ -441,7 +441,7 @@ impl Bench {
             }
             .expect("scan");
             let mid = Instant::now();
-            std::hint::black_box(scan::apply(&self.table, &sockets, mono_ms()));
+            std::hint::black_box(self.scanner.apply(&self.table, &sockets, mono_ms()));
             let end = Instant::now();
             found = sockets.len();
             if i >= WARMUP {
@@ -527,6 +527,7 @@ fn main() {
     let other_port = other.local_addr().unwrap().port();
     let mut holder = ClientHolder::start(port);
     let mut bench = Bench {
+        scanner: scan::Scanner::default(),
         table,
         diag: DiagSocket::open().expect("NETLINK_SOCK_DIAG socket"),
         reference: RefDump::open(),
@@ -583,7 +584,7 @@ fn main() {
             "  ({} more healthy connections opened and registered in {:.1}s; slots used {})",
             n - opened,
             started.elapsed().as_secs_f64(),
-            bench.table.header().slots_used.load(Relaxed)
+            bench.table.totals().open
         );
         opened = n;
         let name = format!("(a) {n} healthy, 0 CLOSE_WAIT");
@@ -610,7 +611,12 @@ fn main() {
         cw_n,
     );
     assert_eq!(
-        bench.table.header().close_wait_marked.load(Relaxed) as usize,
+        bench
+            .table
+            .slots()
+            .iter()
+            .filter(|s| s.close_wait_since(s.lease().tag).is_some())
+            .count(),
         cw_n,
         "apply marked every CLOSE_WAIT connection"
     );

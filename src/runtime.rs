@@ -169,7 +169,7 @@ mod tests {
         let row = t.claim_child(pid, 0, 1, 1).unwrap();
         let h = t.claim(pid, 0, 1).unwrap();
         t.set_state(h, crate::table::state::ConnState::Handling, 1);
-        t.mark_close_wait(t.owned(h).unwrap(), 1);
+        t.mark_close_wait(t.owned(h).unwrap(), h.tag, 1);
         super::set_table(Some(t));
         super::enter_child(pid, Some(row));
         let before = ALLOCS.with(|c| c.get());
@@ -180,6 +180,12 @@ mod tests {
         assert!(super::exiting_flag().load(Relaxed));
         assert!(t.owned(h).is_none(), "the child's slot is freed");
         assert_eq!(t.children()[row].pid.load(Relaxed), 0, "its row is freed");
-        assert_eq!(t.header().close_wait_marked.load(Relaxed), 0);
+        let slot = &t.slots()[h.index as usize];
+        assert_eq!(
+            slot.close_wait_since(h.tag),
+            None,
+            "its CLOSE_WAIT period ended"
+        );
+        assert_eq!(t.totals().closed, 1);
     }
 }

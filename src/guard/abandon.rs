@@ -12,7 +12,7 @@
 //! What may be signalled, and how it is verified, is in `sys::process`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::sys::process::{Proc, SignalError};
 use crate::table::layout::Slot;
@@ -236,7 +236,7 @@ pub fn stop_for_server_stop(
 ) -> Vec<Proc> {
     let mut signalled = Vec::new();
     for (i, slot) in own_open(table, pid) {
-        if ConnState::from_u32(slot.state.load(Acquire)) != ConnState::Handling {
+        if slot.lease().state != ConnState::Handling {
             continue;
         }
         let ev = describe(table, i, slot, now, Why::ServerStop);
@@ -262,14 +262,15 @@ pub fn kill_left(procs: &mut impl Processes, left: &[Proc]) -> usize {
 
 fn own_open(table: &SharedTable, pid: u32) -> impl Iterator<Item = (usize, &Slot)> {
     table.slots().iter().enumerate().filter(move |(_, s)| {
-        s.owner_pid.load(Relaxed) == pid && ConnState::from_u32(s.state.load(Acquire)).is_open()
+        let l = s.lease();
+        l.pid == pid && l.state.is_open()
     })
 }
 
 /// Keep-alive idle or lingering close: Apache closes such connections itself at any time.
 fn is_idle(slot: &Slot) -> bool {
     matches!(
-        ConnState::from_u32(slot.state.load(Acquire)),
+        slot.lease().state,
         ConnState::Keepalive | ConnState::Closing
     )
 }
@@ -277,9 +278,7 @@ fn is_idle(slot: &Slot) -> bool {
 /// The AbandonedTimeout of an abandoned connection whose handler still runs, on a vhost where
 /// the timeout is on.
 fn abandoned_timeout(table: &SharedTable, slot: &Slot) -> Option<u64> {
-    if slot.flags.load(Relaxed) & FLAG_ABANDONED == 0
-        || ConnState::from_u32(slot.state.load(Acquire)) != ConnState::Handling
-    {
+    if slot.flags.load(Relaxed) & FLAG_ABANDONED == 0 || slot.lease().state != ConnState::Handling {
         return None;
     }
     let row = table.vhost(slot.vhost.load(Relaxed))?;
@@ -334,9 +333,8 @@ fn signal_serving(
     Some((ev, found))
 }
 
-/// Counts one request's CGI stopped, on the slot's vhost and in total.
+/// Counts one request's CGI stopped, on the slot's vhost (the total is the vhosts' sum).
 fn count_cgi(table: &SharedTable, slot: &Slot) {
-    table.counters().stopped_cgi.fetch_add(1, Relaxed);
     if let Some(row) = table.vhost(slot.vhost.load(Relaxed)) {
         row.stopped_cgi.fetch_add(1, Relaxed);
     }
@@ -344,7 +342,6 @@ fn count_cgi(table: &SharedTable, slot: &Slot) {
 
 /// Counts an ended child on the vhost of the request that made it end (the caller ends it).
 pub fn count_child(table: &SharedTable, vhost_index: u32) {
-    table.counters().stopped_child.fetch_add(1, Relaxed);
     if let Some(row) = table.vhost(vhost_index) {
         row.stopped_child.fetch_add(1, Relaxed);
     }
@@ -417,14 +414,10 @@ mod tests {
         assert!(d.end_child.is_none());
         assert_eq!(ev[0].path, "/slow");
         assert_eq!(ev[0].abandoned_ms, 1_000);
-        assert_eq!(t.counters().stopped_cgi.load(Relaxed), 1);
+        assert_eq!(t.totals().stopped_cgi, 1);
         stop_abandoned(&t, 5, 11_000 + GRACE_MS, false, &mut procs, &mut ev);
         assert_eq!(procs.signals[1], (5000, libc::SIGKILL));
-        assert_eq!(
-            t.counters().stopped_cgi.load(Relaxed),
-            1,
-            "one stop per request"
-        );
+        assert_eq!(t.totals().stopped_cgi, 1, "one stop per request");
         // The handler still has not returned after the CGI was killed: end the child.
         let d = stop_abandoned(&t, 5, 11_000 + 2 * GRACE_MS, false, &mut procs, &mut ev);
         assert!(d.end_child.is_some());

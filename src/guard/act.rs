@@ -9,14 +9,13 @@
 //! nothing moving, the client counts as gone (FLAG_ABANDONED, as nginx's 499 and HAProxy's
 //! abortonclose treat it), whatever the vhost's AutoClose mode.
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::AutoClose;
 use crate::kernel::TCP_CLOSE_WAIT;
 use crate::sys::socket::{Refusal, TcpInfo};
 use crate::table::layout::Slot;
 use crate::table::slot::{FLAG_ABANDONED, FLAG_FORCE_CLOSED, FLAG_REPORTED, FLAG_SAMPLED};
-use crate::table::state::ConnState;
 use crate::table::SharedTable;
 
 /// The socket operations the pass needs, each on a verified duplicate (see sys::socket).
@@ -70,7 +69,7 @@ pub fn act_on_own(
 ) -> Option<u64> {
     let mut next: Option<u64> = None;
     for (i, slot) in table.slots().iter().enumerate() {
-        if slot.owner_pid.load(Relaxed) != pid {
+        if slot.lease().pid != pid {
             continue;
         }
         if let Some(due) = act_on_slot(table, i, slot, pid, now_mono_ms, closer, events) {
@@ -92,11 +91,11 @@ fn act_on_slot(
 ) -> Option<u64> {
     // Another thread of this child may end the connection and claim the slot for a new one
     // while we look: everything below must describe one claim (checked after `view`).
-    let tag = slot.tag.load(Acquire);
-    let since = slot.close_wait_since_mono_ms.load(Acquire);
-    let state = ConnState::from_u32(slot.state.load(Acquire));
+    let lease = slot.lease();
+    let tag = lease.tag;
+    let since = slot.close_wait_since(tag)?;
     let flags = slot.flags.load(Relaxed);
-    if since == 0 || !state.is_open() || flags & FLAG_ABANDONED != 0 {
+    if lease.pid != pid || !lease.state.is_held() || flags & FLAG_ABANDONED != 0 {
         return None;
     }
     let vhost = table.vhost(slot.vhost.load(Relaxed))?;
@@ -113,7 +112,7 @@ fn act_on_slot(
         return Some(due);
     }
     let view = slot.view(index);
-    if slot.tag.load(Acquire) != tag || view.close_wait_since_mono_ms != since {
+    if view.tag != tag || view.close_wait_since_mono_ms != since {
         return None;
     }
     let acked = slot.acked_bytes.load(Relaxed);
@@ -131,34 +130,28 @@ fn act_on_slot(
         Err(Refusal::Progressing(now_acked)) => {
             // A half-closed client still reading: healthy. Start the period again.
             slot.acked_bytes.store(now_acked, Relaxed);
-            let restarted = slot
-                .close_wait_since_mono_ms
-                .compare_exchange(since, now.max(1), AcqRel, Relaxed)
-                .is_ok();
+            let restarted = slot.restart_close_wait(tag, since, now);
             return restarted.then(|| now.saturating_add(timeout));
         }
         Err(why) => {
             // Whatever it was, the recorded socket is not ours to act on any more; end its
             // period so a later scan starts afresh if it shows up again.
-            table.record_close_wait_end(slot);
+            table.end_close_wait(slot, tag);
             Outcome::Skipped(refusal_text(&why, view.fd))
         }
         Ok(()) => {
             slot.abandoned_since_mono_ms.store(now, Relaxed);
             slot.flags.fetch_or(FLAG_ABANDONED, Relaxed);
-            let c = table.counters();
             match mode {
                 AutoClose::Off => return None,
                 AutoClose::Report => {
                     slot.flags.fetch_or(FLAG_REPORTED, Relaxed);
-                    c.reported.fetch_add(1, Relaxed);
                     vhost.reported.fetch_add(1, Relaxed);
                     Outcome::Reported
                 }
                 AutoClose::On => {
                     slot.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
-                    table.record_close_wait_end(slot);
-                    c.force_closed_guard.fetch_add(1, Relaxed);
+                    table.end_close_wait(slot, tag);
                     vhost.force_closed_guard.fetch_add(1, Relaxed);
                     Outcome::ForceClosed
                 }
@@ -241,13 +234,13 @@ mod tests {
             ),
             ("/slow", "on.test:80", 1_000)
         );
-        assert_eq!(t.counters().force_closed_guard.load(Relaxed), 1);
+        assert_eq!(t.totals().force_closed_guard, 1);
         assert_eq!(t.vhost(v).unwrap().force_closed_guard.load(Relaxed), 1);
         assert_ne!(
             t.owned(h).unwrap().flags.load(Relaxed) & FLAG_FORCE_CLOSED,
             0
         );
-        assert_eq!(t.header().close_wait_marked.load(Relaxed), 0);
+        assert_eq!(t.owned(h).unwrap().close_wait_since(h.tag), None);
         assert_eq!(
             t.header()
                 .histogram
@@ -274,7 +267,7 @@ mod tests {
         assert!(closer.calls.is_empty());
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].outcome, Outcome::Reported);
-        assert_eq!(t.counters().reported.load(Relaxed), 1);
+        assert_eq!(t.totals().reported, 1);
         assert_eq!(t.vhost(v).unwrap().reported.load(Relaxed), 1);
     }
 
@@ -298,7 +291,7 @@ mod tests {
         let heap = HeapTable::for_tests();
         let t = heap.table();
         let v = heap.vhost_with("on.test", AutoClose::On, 100);
-        heap.stuck_connection(5, v, 99, 1_000);
+        let h = heap.stuck_connection(5, v, 99, 1_000);
         let mut closer = FakeCloser {
             answer: Some(Refusal::Reused),
             ..Default::default()
@@ -306,8 +299,8 @@ mod tests {
         let mut ev = Vec::new();
         act_on_own(&t, 5, 2_000, &mut closer, &mut ev);
         assert!(matches!(&ev[0].outcome, Outcome::Skipped(why) if why.contains("another socket")));
-        assert_eq!(t.counters().force_closed_guard.load(Relaxed), 0);
-        assert_eq!(t.header().close_wait_marked.load(Relaxed), 0);
+        assert_eq!(t.totals().force_closed_guard, 0);
+        assert_eq!(t.owned(h).unwrap().close_wait_since(h.tag), None);
     }
 
     #[test]
@@ -335,7 +328,7 @@ mod tests {
             );
         }
         assert!(ev.is_empty(), "{ev:?}");
-        assert_eq!(t.counters().force_closed_guard.load(Relaxed), 0);
+        assert_eq!(t.totals().force_closed_guard, 0);
         let slot = t.owned(h).unwrap();
         assert_eq!(slot.flags.load(Relaxed) & FLAG_ABANDONED, 0);
         // It stops reading: one full timeout later it counts as gone and is closed.

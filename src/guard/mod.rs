@@ -74,6 +74,7 @@ struct Guard {
     diag: Option<DiagSocket>,
     diag_failed: bool,
     scanning: bool,
+    scanner: scan::Scanner,
     scan_failing: bool,
     deadline: Option<u64>,
 }
@@ -90,6 +91,7 @@ impl Guard {
             diag: None,
             diag_failed: false,
             scanning: false,
+            scanner: scan::Scanner::default(),
             scan_failing: false,
             deadline: None,
         }
@@ -122,6 +124,8 @@ impl Guard {
             self.table.check_in(self.child.row, now);
             if election::take_turn(&self.table, self.child.pid, now, interval) {
                 if !self.scanning {
+                    // Another process scanned meanwhile: learn its marks afresh.
+                    self.scanner = scan::Scanner::default();
                     (self.child.log)(
                         Severity::Debug,
                         messages::SCANNER_ELECTED,
@@ -163,7 +167,7 @@ impl Guard {
         let ok = result.is_ok();
         match result {
             Ok(sockets) => {
-                scan::apply(&self.table, &sockets, mono_ms());
+                self.scanner.apply(&self.table, &sockets, mono_ms());
                 self.scan_failing = false;
             }
             Err(e) if !self.scan_failing => {

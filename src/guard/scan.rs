@@ -2,8 +2,9 @@
 //!
 //! Marks when each tracked connection was first seen in CLOSE_WAIT, ends the period of those
 //! no longer there, and flags their owners' child rows so that only children with something to
-//! do walk their slots. A scan that finds no CLOSE_WAIT socket and has none marked does not
-//! walk the table at all: its cost does not grow with the number of healthy connections.
+//! do walk their slots. A scan that finds no CLOSE_WAIT socket while the scanner left none
+//! marked does not walk the table at all: its cost does not grow with the number of healthy
+//! connections.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use crate::kernel::KernelSocket;
 use crate::table::slot::FLAG_FORCE_CLOSED;
 use crate::table::state::ConnState;
-use crate::table::SharedTable;
+use crate::table::{SharedTable, ROW_CLAIMING};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanOutcome {
@@ -23,47 +24,74 @@ pub struct ScanOutcome {
     pub cleared: usize,
 }
 
-/// Applies one kernel dump (`close_wait`: CLOSE_WAIT sockets on our ports) to the table.
-pub fn apply(table: &SharedTable, close_wait: &[KernelSocket], now_mono_ms: u64) -> ScanOutcome {
-    let mut out = ScanOutcome::default();
-    if close_wait.is_empty() && table.header().close_wait_marked.load(Relaxed) == 0 {
-        return out;
+/// The scanner's memory between scans: which connections it left marked. Kept in the
+/// scanning process, not in shared memory, so nothing stored can drift; a new scanner walks
+/// the table once to learn the marks a previous one left.
+#[derive(Default)]
+pub struct Scanner {
+    marked: HashSet<(usize, u32)>,
+    walked: bool,
+}
+
+impl Scanner {
+    /// Applies one kernel dump (`close_wait`: CLOSE_WAIT sockets on our ports) to the table.
+    pub fn apply(
+        &mut self,
+        table: &SharedTable,
+        close_wait: &[KernelSocket],
+        now_mono_ms: u64,
+    ) -> ScanOutcome {
+        let mut out = ScanOutcome::default();
+        if close_wait.is_empty() && self.walked && self.marked.is_empty() {
+            return out;
+        }
+        out.walked = true;
+        let inodes: HashSet<u64> = close_wait
+            .iter()
+            .map(|k| k.inode)
+            .filter(|i| *i != 0)
+            .collect();
+        let rows = published_rows(table);
+        let mut marked = HashSet::new();
+        for (i, slot) in table.slots().iter().enumerate() {
+            let lease = slot.lease();
+            if !lease.state.is_held() || lease.state == ConnState::Claiming {
+                continue;
+            }
+            let inode = slot.inode.load(Relaxed);
+            if slot.lease() != lease {
+                continue; // changed hands while we read its inode
+            }
+            if inode != 0 && inodes.contains(&inode) {
+                if slot.flags.load(Relaxed) & FLAG_FORCE_CLOSED != 0 {
+                    continue; // already shut down; the kernel just has not moved it on yet
+                }
+                if table.mark_close_wait(slot, lease.tag, now_mono_ms) {
+                    out.newly_marked += 1;
+                }
+                marked.insert((i, lease.tag));
+                if let Some(&row) = rows.get(&lease.pid) {
+                    table.children()[row].pending.store(1, Relaxed);
+                }
+            } else if table.end_close_wait(slot, lease.tag) {
+                out.cleared += 1;
+            }
+        }
+        self.marked = marked;
+        self.walked = true;
+        out
     }
-    out.walked = true;
-    let inodes: HashSet<u64> = close_wait
-        .iter()
-        .map(|k| k.inode)
-        .filter(|i| *i != 0)
-        .collect();
-    let rows: HashMap<u32, usize> = table
+}
+
+/// pid → row index of the children whose rows are published.
+fn published_rows(table: &SharedTable) -> HashMap<u32, usize> {
+    table
         .children()
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r.pid.load(Acquire) {
-            0 => None,
+            pid if pid == 0 || pid & ROW_CLAIMING != 0 => None,
             pid => Some((pid, i)),
         })
-        .collect();
-    for slot in table.slots() {
-        let state = slot.state.load(Acquire);
-        if state == ConnState::Free as u32 || state == ConnState::Claiming as u32 {
-            continue;
-        }
-        let inode = slot.inode.load(Relaxed);
-        if inode != 0 && inodes.contains(&inode) {
-            if slot.flags.load(Relaxed) & FLAG_FORCE_CLOSED != 0 {
-                continue; // already shut down; the kernel just has not moved it on yet
-            }
-            if table.mark_close_wait(slot, now_mono_ms) {
-                out.newly_marked += 1;
-            }
-            if let Some(&row) = rows.get(&slot.owner_pid.load(Relaxed)) {
-                table.children()[row].pending.store(1, Relaxed);
-            }
-        } else if slot.close_wait_since_mono_ms.load(Relaxed) != 0 {
-            table.record_close_wait_end(slot);
-            out.cleared += 1;
-        }
-    }
-    out
+        .collect()
 }

@@ -16,7 +16,6 @@ use crate::kernel::KernelSocket;
 use crate::sys::socket::Refusal;
 use crate::table::layout::Slot;
 use crate::table::slot::{FLAG_ABANDONED, FLAG_FORCE_CLOSED, FLAG_REPORTED, FLAG_RESCUED};
-use crate::table::state::ConnState;
 use crate::table::SharedTable;
 
 /// A child as the table names it; verified before anything is done to it.
@@ -95,7 +94,7 @@ pub fn rescue_hung(
     }
     for (child, hung_ms) in hung_children(table, now, reach) {
         for (i, slot) in table.slots().iter().enumerate() {
-            if slot.owner_pid.load(Relaxed) != child.pid {
+            if slot.lease().pid != child.pid {
                 continue;
             }
             if let Some(r) = rescue_one(
@@ -119,10 +118,10 @@ fn rescue_one(
     rescue_on: bool,
     reach: &mut impl Reach,
 ) -> Option<Rescue> {
-    let since = slot.close_wait_since_mono_ms.load(Acquire);
+    let lease = slot.lease();
+    let since = slot.close_wait_since(lease.tag)?;
     let flags = slot.flags.load(Relaxed);
-    let state = ConnState::from_u32(slot.state.load(Acquire));
-    if since == 0 || !state.is_open() || flags & FLAG_FORCE_CLOSED != 0 {
+    if lease.pid != child.pid || !lease.state.is_held() || flags & FLAG_FORCE_CLOSED != 0 {
         return None;
     }
     let vhost = table.vhost(slot.vhost.load(Relaxed))?;
@@ -151,10 +150,8 @@ fn rescue_one(
         close_wait_ms: now.saturating_sub(since),
         hung_ms,
     };
-    let c = table.counters();
     if !closes {
         slot.flags.fetch_or(FLAG_REPORTED, Relaxed);
-        c.reported.fetch_add(1, Relaxed);
         vhost.reported.fetch_add(1, Relaxed);
         return Some(r);
     }
@@ -163,8 +160,7 @@ fn rescue_one(
             slot.flags
                 .fetch_or(FLAG_FORCE_CLOSED | FLAG_RESCUED | FLAG_ABANDONED, Relaxed);
             slot.abandoned_since_mono_ms.store(now, Relaxed);
-            table.record_close_wait_end(slot);
-            c.force_closed_rescue.fetch_add(1, Relaxed);
+            table.end_close_wait(slot, lease.tag);
             vhost.force_closed_rescue.fetch_add(1, Relaxed);
             r.outcome = Outcome::Rescued;
         }
@@ -236,7 +232,7 @@ mod tests {
         rescue_hung(&t, &[kernel(99)], 12_000, true, &mut reach, &mut out);
         assert_eq!(reach.calls, vec![(5, 7, 99)]);
         assert_eq!(out[0].outcome, Outcome::Rescued);
-        assert_eq!(t.counters().force_closed_rescue.load(Relaxed), 1);
+        assert_eq!(t.totals().force_closed_rescue, 1);
         let flags = t.owned(h).unwrap().flags.load(Relaxed);
         assert_ne!(flags & FLAG_RESCUED, 0);
         // Never twice.

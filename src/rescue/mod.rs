@@ -136,6 +136,7 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
     };
     let mut diag = DiagSocket::open().ok();
     let mut untracked = untracked::Untracked::default();
+    let mut scanner = scan::Scanner::default();
     let mut backlog_reported = false;
     let mut next_scan = 0;
     let mut children = children::ChildWatch::default();
@@ -162,11 +163,14 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
                     &table,
                     diag.as_mut(),
                     &mut reach,
-                    &mut untracked,
+                    (&mut scanner, &mut untracked),
                     log,
                     can_reach,
                 );
                 report_backlog(log, backlog, &mut backlog_reported);
+            } else {
+                // Someone else scans meanwhile: learn the marks afresh when we take over.
+                scanner = scan::Scanner::default();
             }
         }
         let wait = next_scan
@@ -191,7 +195,7 @@ fn reclaim_dead_children(table: &SharedTable, children: &mut children::ChildWatc
     if dead.is_empty() {
         return 0;
     }
-    table.reclaim_slots(|pid| !dead.contains(&pid))
+    table.reclaim_slots(std::process::id(), |pid| !dead.contains(&pid))
 }
 
 /// Says once per episode that connections were abandoned in the listen queue.
@@ -210,7 +214,7 @@ fn scan_and_rescue(
     table: &SharedTable,
     diag: Option<&mut DiagSocket>,
     reach: &mut KernelReach,
-    untracked: &mut untracked::Untracked,
+    (scanner, untracked): (&mut scan::Scanner, &mut untracked::Untracked),
     log: LogSink,
     can_reach: bool,
 ) -> usize {
@@ -219,7 +223,7 @@ fn scan_and_rescue(
     let now = mono_ms();
     let ok = result.is_ok();
     let sockets = result.unwrap_or_default();
-    scan::apply(table, &sockets, now);
+    scanner.apply(table, &sockets, now);
     election::beat(table, mono_ms(), started.elapsed().as_micros() as u64, ok);
     let rescue_on = can_reach && table.header().rescue.load(Relaxed) != 0;
     let mut out = Vec::new();

@@ -16,7 +16,6 @@ use crate::config::AutoClose;
 use crate::kernel::KernelSocket;
 use crate::sys::socket::Refusal;
 use crate::table::layout::{leak_kind, MAX_LEAKS};
-use crate::table::state::ConnState;
 use crate::table::SharedTable;
 
 /// A process holding a socket: verified again (start time) before anything is done.
@@ -208,14 +207,11 @@ impl Untracked {
             holder_comm: holder.comm.clone(),
             close_wait_ms: now.saturating_sub(seen.since),
         };
-        let c = table.counters();
         if mode == AutoClose::Report || !rescue_on {
-            c.reported.fetch_add(1, Relaxed);
             vhost.reported.fetch_add(1, Relaxed);
         } else {
             match holders.shutdown_in(holder, k) {
                 Ok(()) => {
-                    c.force_closed_rescue.fetch_add(1, Relaxed);
                     vhost.force_closed_rescue.fetch_add(1, Relaxed);
                     ev.outcome = Outcome::Closed;
                     seen.closed = true;
@@ -261,7 +257,7 @@ fn tracked_inodes(table: &SharedTable) -> HashSet<u64> {
     table
         .slots()
         .iter()
-        .filter(|s| ConnState::from_u32(s.state.load(Acquire)).is_open())
+        .filter(|s| s.lease().state.is_held())
         .map(|s| s.inode.load(Relaxed))
         .filter(|i| *i != 0)
         .collect()
@@ -371,7 +367,7 @@ mod tests {
             (out[0].holder_pid, out[0].outcome.clone()),
             (77, Outcome::Closed)
         );
-        assert_eq!(t.counters().force_closed_rescue.load(Relaxed), 1);
+        assert_eq!(t.totals().force_closed_rescue, 1);
         // Published for the status page: the leaked one with its holder, the backlog one.
         let rows: Vec<(u64, u32, u32)> = t
             .header()
@@ -416,7 +412,7 @@ mod tests {
             u.pass(&t, &[sock(10, 1)], 2_000, rescue, &mut h, &mut out);
             u.pass(&t, &[sock(10, 1)], 3_000, rescue, &mut h, &mut out);
             assert_eq!(h.closed.len(), closed, "{mode:?}");
-            assert_eq!(t.counters().reported.load(Relaxed), reported, "{mode:?}");
+            assert_eq!(t.totals().reported, reported, "{mode:?}");
             assert_eq!(
                 t.header().leaks[0].inode.load(Relaxed),
                 10,

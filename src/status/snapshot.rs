@@ -51,17 +51,17 @@ pub fn build(
     snap.slots_total = t.nslots() as u64;
     snap.scan_interval_ms = h.scan_interval_ms.load(Relaxed);
     snap.graceful_deadline_ms = h.graceful_deadline_ms.load(Relaxed);
-    let c = &h.counters;
-    snap.totals.accepted = c.accepted.load(Relaxed);
-    snap.totals.requests = c.requests.load(Relaxed);
-    snap.totals.closed = c.closed.load(Relaxed);
-    snap.totals.force_closed_guard = c.force_closed_guard.load(Relaxed);
-    snap.totals.force_closed_rescue = c.force_closed_rescue.load(Relaxed);
-    snap.totals.reported = c.reported.load(Relaxed);
-    snap.totals.reclaimed = c.reclaimed.load(Relaxed);
-    snap.totals.untracked = c.untracked.load(Relaxed);
-    snap.totals.stopped_cgi = c.stopped_cgi.load(Relaxed);
-    snap.totals.stopped_child = c.stopped_child.load(Relaxed);
+    let c = t.totals();
+    snap.totals.accepted = c.accepted;
+    snap.totals.requests = c.requests;
+    snap.totals.closed = c.closed;
+    snap.totals.force_closed_guard = c.force_closed_guard;
+    snap.totals.force_closed_rescue = c.force_closed_rescue;
+    snap.totals.reported = c.reported;
+    snap.totals.reclaimed = c.reclaimed;
+    snap.totals.untracked = c.untracked;
+    snap.totals.stopped_cgi = c.stopped_cgi;
+    snap.totals.stopped_child = c.stopped_child;
     for (i, b) in h.histogram.iter().enumerate() {
         snap.close_wait_histogram.counts[i] = b.load(Relaxed);
     }
@@ -94,11 +94,11 @@ pub fn build(
     let mut inodes: HashMap<u64, usize> = HashMap::new();
     let mut any_overdue = false;
     for (i, slot) in t.slots().iter().enumerate() {
-        if slot.state.load(Relaxed) == ConnState::Free as u32 {
+        if slot.lease().state == ConnState::Free {
             continue;
         }
         let mut v = slot.view(i);
-        if !v.state.is_open() {
+        if !v.state.is_held() || v.state == ConnState::Claiming {
             continue; // being claimed or on its way out
         }
         snap.slots_used += 1;
@@ -383,7 +383,7 @@ mod tests {
         let h = heap.stuck_connection(7, v, 42, 10_000);
         let s = t.owned(h).unwrap();
         s.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
-        t.record_close_wait_end(s);
+        t.end_close_wait(s, s.lease().tag);
         let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
         assert_eq!(snap.connections.len(), 1);
         assert_eq!(snap.connections[0].state, ConnState::ForceClosed);
@@ -407,9 +407,6 @@ mod tests {
         row.abandoned_timeout_ms.store(5_000, Relaxed);
         row.stopped_cgi.store(3, Relaxed);
         row.stopped_child.store(1, Relaxed);
-        let c = &t.header().counters;
-        c.stopped_cgi.store(4, Relaxed);
-        c.stopped_child.store(2, Relaxed);
         t.header().graceful_deadline_ms.store(30_000, Relaxed);
         t.claim_child(7, 0, 1, 1).unwrap();
         // Force-closed, handler still running, CGI killed after SIGTERM.
@@ -420,7 +417,7 @@ mod tests {
             FLAG_ABANDONED | FLAG_FORCE_CLOSED | FLAG_CGI_TERM | FLAG_CGI_KILL,
             Relaxed,
         );
-        t.record_close_wait_end(s);
+        t.end_close_wait(s, s.lease().tag);
         // Still in CLOSE_WAIT (AutoClose Off), CGI got SIGTERM.
         let b = heap.stuck_connection(7, v, 42, 10_000);
         let s = t.owned(b).unwrap();
@@ -432,13 +429,13 @@ mod tests {
         let s = t.owned(k).unwrap();
         s.abandoned_since_mono_ms.store(16_000, Relaxed);
         s.flags.fetch_or(FLAG_ABANDONED, Relaxed);
-        t.record_close_wait_end(s);
+        t.end_close_wait(s, s.lease().tag);
         // Still in CLOSE_WAIT, not (yet) found abandoned.
         heap.stuck_connection(7, v, 44, 10_000);
 
         let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
-        assert_eq!(snap.totals.stopped_cgi, 4);
-        assert_eq!(snap.totals.stopped_child, 2);
+        assert_eq!(snap.totals.stopped_cgi, 3, "the vhosts' sum");
+        assert_eq!(snap.totals.stopped_child, 1);
         assert_eq!(snap.totals.abandoned_now, 2);
         assert_eq!(snap.graceful_deadline_ms, 30_000);
         assert_eq!(

@@ -89,7 +89,7 @@ impl HeapTable {
         );
         s.write_text(b"GET", b"/slow");
         t.set_state(h, super::state::ConnState::Handling, 0);
-        t.mark_close_wait(s, since);
+        t.mark_close_wait(s, h.tag, since);
         h
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -27,21 +27,14 @@ pub const HISTOGRAM_BOUNDS_MS: [u64; 10] = [
 pub const METHOD_BYTES: usize = 16;
 pub const PATH_BYTES: usize = 128;
 
-/// Server-wide counters. Monotonic: they only ever grow, across graceful restarts too.
+/// The only server-wide counter stored as such: connections that found no free slot. Every
+/// other total is derived (`totals`): from the slots (accepted, closed, reclaimed, open) or
+/// as the sum of the vhost rows (requests, force-closed, reported, stopped), so no total can
+/// disagree with its parts after a process dies between two stores.
 #[repr(C)]
 #[derive(Default)]
 pub struct Counters {
-    pub accepted: AtomicU64,
-    pub requests: AtomicU64,
-    pub closed: AtomicU64,
-    pub force_closed_guard: AtomicU64,
-    pub force_closed_rescue: AtomicU64,
-    pub reported: AtomicU64,
-    pub reclaimed: AtomicU64,
     pub untracked: AtomicU64,
-    /// Abandoned work stopped (SocketGuardAbandonedTimeout, GracefulDeadline, server stop).
-    pub stopped_cgi: AtomicU64,
-    pub stopped_child: AtomicU64,
 }
 
 #[repr(C)]
@@ -56,8 +49,7 @@ pub struct Header {
     pub created_mono_ms: AtomicU64,
     /// Config generation: 0 at first start, +1 per restart.
     pub generation: AtomicU64,
-    /// Approximate count of claimed slots; lets a full table be detected without a walk.
-    pub slots_used: AtomicU32,
+    pub _reserved1: AtomicU32,
     pub vhost_count: AtomicU32,
     /// Main server settings published for every process (children read them at check-in).
     pub scan_interval_ms: AtomicU64,
@@ -71,10 +63,7 @@ pub struct Header {
     pub scan_errors: AtomicU64,
     /// Duration of the last scan (dump + join), microseconds.
     pub last_scan_us: AtomicU64,
-    /// Slots whose `close_wait_since_mono_ms` is set; 0 lets a scan that finds no CLOSE_WAIT
-    /// socket skip the table walk entirely.
-    pub close_wait_marked: AtomicU32,
-    pub _reserved2: AtomicU32,
+    pub _reserved2: AtomicU64,
     /// CLOCK_MONOTONIC ms of the last restart (when `generation` last grew).
     pub restart_mono_ms: AtomicU64,
     /// SocketGuardGracefulDeadline in ms (0: Off).
@@ -161,7 +150,8 @@ pub struct VhostRow {
     pub stopped_child: AtomicU64,
 }
 
-/// One child process's guard. `pid == 0` marks a free row.
+/// One child process's guard. `pid == 0` marks a free row; `pid | ROW_CLAIMING` a row whose
+/// claimer has not published its start time yet (`children.rs`).
 #[repr(C)]
 pub struct ChildRow {
     pub pid: AtomicU32,
@@ -176,16 +166,18 @@ pub struct ChildRow {
 
 /// One tracked connection.
 ///
-/// Ownership: `state` doubles as the claim flag. Only the owning child writes the other fields
-/// while the slot is claimed (the parent writes only when the owner is dead). Method and path are
-/// guarded by the `text_seq` seqlock so readers never show half of one request and half of
-/// another.
+/// Ownership: `lease` (state, claim tag and owner pid in one word, see `lease.rs`) is the
+/// claim. Only the process named there writes the other fields (a reclaimer takes the lease
+/// over first when that process is dead). Method and path are guarded by the `text_seq`
+/// seqlock so readers never show half of one request and half of another. The state machine
+/// is in docs/ARCHITECTURE.md ("Shared memory").
 #[repr(C)]
 pub struct Slot {
-    pub state: AtomicU32,
-    pub owner_pid: AtomicU32,
-    /// Bumped at every claim; a connection's release must present the tag it claimed with.
-    pub tag: AtomicU64,
+    pub lease: AtomicU64,
+    /// Lifetimes of this slot that ended normally / were reclaimed (their sums over all slots
+    /// are the server's `closed` and `reclaimed` totals; see `lease::end`).
+    pub ended_closed: AtomicU64,
+    pub ended_reclaimed: AtomicU64,
     pub fd: AtomicI32,
     pub vhost: AtomicU32,
     pub inode: AtomicU64,
@@ -197,8 +189,9 @@ pub struct Slot {
     pub local_port: AtomicU32,
     pub accept_mono_ms: AtomicU64,
     pub state_since_mono_ms: AtomicU64,
-    /// 0 when the kernel has not shown it in CLOSE_WAIT.
-    pub close_wait_since_mono_ms: AtomicU64,
+    /// When a scan first saw it in CLOSE_WAIT, tagged with the claim it belongs to
+    /// (`marks.rs`): 0, or a mark of an older claim, means not in CLOSE_WAIT.
+    pub close_wait_mark: AtomicU64,
     pub requests: AtomicU64,
     pub text_seq: AtomicU32,
     pub method_len: AtomicU32,

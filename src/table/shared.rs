@@ -8,10 +8,9 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::fence;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::layout::*;
-use super::state::ConnState;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum TableError {
@@ -48,13 +47,6 @@ pub struct SharedTable {
 unsafe impl Send for SharedTable {}
 // SAFETY: as above — shared references only ever reach atomics.
 unsafe impl Sync for SharedTable {}
-
-/// A claimed slot: its index and the tag it was claimed with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotHandle {
-    pub index: u32,
-    pub tag: u64,
-}
 
 impl SharedTable {
     pub fn required_size(nslots: usize, nchildren: usize) -> usize {
@@ -187,116 +179,6 @@ impl SharedTable {
         h.listen_port_count.store(n as u32, Relaxed);
     }
 
-    // ---- connection slots -------------------------------------------------------------
-
-    /// Claims a free slot for a new connection owned by `pid`, probing from `hint` so that
-    /// processes spread out instead of all contending for slot 0. `None` when the table is
-    /// full; the connection is then served untracked and counted as such.
-    pub fn claim(&self, pid: u32, hint: usize, now_mono_ms: u64) -> Option<SlotHandle> {
-        let h = self.header();
-        let n = self.layout.nslots;
-        h.counters.accepted.fetch_add(1, Relaxed);
-        if n == 0 || h.slots_used.load(Relaxed) as usize >= n {
-            h.counters.untracked.fetch_add(1, Relaxed);
-            return None;
-        }
-        let slots = self.slots();
-        for i in 0..n {
-            let slot = &slots[(hint + i) % n];
-            if slot.state.load(Relaxed) != ConnState::Free as u32 {
-                continue;
-            }
-            if slot
-                .state
-                .compare_exchange(
-                    ConnState::Free as u32,
-                    ConnState::Claiming as u32,
-                    Acquire,
-                    Relaxed,
-                )
-                .is_ok()
-            {
-                h.slots_used.fetch_add(1, Relaxed);
-                let tag = slot.tag.fetch_add(1, Relaxed) + 1;
-                slot.owner_pid.store(pid, Relaxed);
-                slot.accept_mono_ms.store(now_mono_ms, Relaxed);
-                slot.state_since_mono_ms.store(now_mono_ms, Relaxed);
-                slot.close_wait_since_mono_ms.store(0, Relaxed);
-                slot.requests.store(0, Relaxed);
-                slot.flags.store(0, Relaxed);
-                slot.write_text(b"", b"");
-                return Some(SlotHandle {
-                    index: ((hint + i) % n) as u32,
-                    tag,
-                });
-            }
-        }
-        h.counters.untracked.fetch_add(1, Relaxed);
-        None
-    }
-
-    /// The slot behind a handle, if the handle still owns it (same tag, still claimed).
-    pub fn owned(&self, handle: SlotHandle) -> Option<&Slot> {
-        let slot = self.slots().get(handle.index as usize)?;
-        let live = slot.tag.load(Relaxed) == handle.tag
-            && slot.state.load(Acquire) != ConnState::Free as u32;
-        live.then_some(slot)
-    }
-
-    /// Publishes the slot's fields (written after `claim`) and moves it to `state`.
-    pub fn set_state(&self, handle: SlotHandle, state: ConnState, now_mono_ms: u64) {
-        if let Some(slot) = self.owned(handle) {
-            slot.state_since_mono_ms.store(now_mono_ms, Relaxed);
-            slot.state.store(state as u32, Release);
-        }
-    }
-
-    /// Frees a slot when its connection ends normally. Returns false if the handle no longer
-    /// owned the slot (e.g. the parent reclaimed it).
-    pub fn release(&self, handle: SlotHandle) -> bool {
-        let Some(slot) = self.owned(handle) else {
-            return false;
-        };
-        self.record_close_wait_end(slot);
-        self.free_slot(slot);
-        self.counters().closed.fetch_add(1, Relaxed);
-        true
-    }
-
-    fn free_slot(&self, slot: &Slot) {
-        slot.owner_pid.store(0, Relaxed);
-        slot.state.store(ConnState::Free as u32, Release);
-        self.header().slots_used.fetch_sub(1, Relaxed);
-    }
-
-    /// Adds the time a closing socket spent in CLOSE_WAIT to the histogram.
-    /// Ends a slot's CLOSE_WAIT period (if it had one): histogram, marked count. Exactly once
-    /// per period whichever path gets here first (release, force close, scan, reclaim).
-    pub fn record_close_wait_end(&self, slot: &Slot) {
-        let since = slot.close_wait_since_mono_ms.swap(0, AcqRel);
-        if since != 0 {
-            self.header().close_wait_marked.fetch_sub(1, Relaxed);
-            self.record_close_wait_duration(crate::clock::mono_ms().saturating_sub(since));
-        }
-    }
-
-    /// Starts a slot's CLOSE_WAIT period unless it already has one. True if this call started it.
-    pub fn mark_close_wait(&self, slot: &Slot, now_mono_ms: u64) -> bool {
-        let started = slot
-            .close_wait_since_mono_ms
-            .compare_exchange(0, now_mono_ms.max(1), AcqRel, Relaxed)
-            .is_ok();
-        if started {
-            self.header().close_wait_marked.fetch_add(1, Relaxed);
-        }
-        started
-    }
-
-    /// The child row of `pid`, if it has one.
-    pub fn child_of(&self, pid: u32) -> Option<&ChildRow> {
-        self.children().iter().find(|r| r.pid.load(Relaxed) == pid)
-    }
-
     pub fn record_close_wait_duration(&self, ms: u64) {
         let h = self.header();
         let bucket = HISTOGRAM_BOUNDS_MS
@@ -305,125 +187,6 @@ impl SharedTable {
             .unwrap_or(HISTOGRAM_BOUNDS_MS.len());
         h.histogram[bucket].fetch_add(1, Relaxed);
         h.histogram_sum_ms.fetch_add(ms, Relaxed);
-    }
-
-    /// Frees every slot still owned by `pid` (the child is exiting). Returns how many.
-    pub fn release_all_of(&self, pid: u32) -> u64 {
-        let mut n = 0;
-        for slot in self.slots() {
-            if slot.owner_pid.load(Relaxed) == pid
-                && slot.state.load(Acquire) != ConnState::Free as u32
-            {
-                self.record_close_wait_end(slot);
-                self.free_slot(slot);
-                self.counters().closed.fetch_add(1, Relaxed);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Parent only: frees the slots and child rows of processes that are gone.
-    /// `is_alive(pid, start_time)` answers for child rows (start_time known) and for slot
-    /// owners (start_time 0: any process with that pid counts). Returns slots reclaimed.
-    pub fn reclaim_dead(&self, mut is_alive: impl FnMut(u32, u64) -> bool) -> u64 {
-        let dead = self.reclaim_dead_children(&mut is_alive);
-        let mut alive_cache: Vec<(u32, bool)> = Vec::new();
-        self.reclaim_slots(|pid| {
-            if dead.contains(&pid) {
-                return false;
-            }
-            if let Some(&(_, a)) = alive_cache.iter().find(|(p, _)| *p == pid) {
-                return a;
-            }
-            let a = is_alive(pid, 0);
-            alive_cache.push((pid, a));
-            a
-        })
-    }
-
-    /// Frees the child rows of processes that are gone (and the scanner role one of them
-    /// held); returns their pids, whose slots `reclaim_slots` then frees.
-    pub fn reclaim_dead_children(&self, mut is_alive: impl FnMut(u32, u64) -> bool) -> Vec<u32> {
-        let mut dead: Vec<u32> = Vec::new();
-        for child in self.children() {
-            let pid = child.pid.load(Acquire);
-            if pid != 0 && !is_alive(pid, child.start_time.load(Relaxed)) {
-                dead.push(pid);
-                child.pending.store(0, Relaxed);
-                let _ = child.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
-                let _ = self
-                    .header()
-                    .scanner_pid
-                    .compare_exchange(pid, 0, AcqRel, Relaxed);
-            }
-        }
-        dead
-    }
-
-    /// Frees every slot in use whose owner `owner_alive` says is gone; returns how many.
-    pub fn reclaim_slots(&self, mut owner_alive: impl FnMut(u32) -> bool) -> u64 {
-        let mut reclaimed = 0;
-        for slot in self.slots() {
-            let state = slot.state.load(Acquire);
-            let pid = slot.owner_pid.load(Relaxed);
-            if state == ConnState::Free as u32 || pid == 0 || owner_alive(pid) {
-                continue;
-            }
-            if slot
-                .state
-                .compare_exchange(state, ConnState::Reclaimed as u32, AcqRel, Relaxed)
-                .is_ok()
-            {
-                self.record_close_wait_end(slot);
-                self.free_slot(slot);
-                self.counters().reclaimed.fetch_add(1, Relaxed);
-                reclaimed += 1;
-            }
-        }
-        reclaimed
-    }
-
-    // ---- child rows --------------------------------------------------------------------
-
-    pub fn claim_child(
-        &self,
-        pid: u32,
-        generation: u64,
-        start_time: u64,
-        now_mono_ms: u64,
-    ) -> Option<usize> {
-        for (i, row) in self.children().iter().enumerate() {
-            // A row left by a recycled pid of ours is ours again.
-            let cur = row.pid.load(Relaxed);
-            if (cur == 0 || cur == pid)
-                && row.pid.compare_exchange(cur, pid, AcqRel, Relaxed).is_ok()
-            {
-                row.generation.store(generation, Relaxed);
-                row.start_time.store(start_time, Relaxed);
-                row.last_checkin_mono_ms.store(now_mono_ms, Release);
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    pub fn check_in(&self, index: usize, now_mono_ms: u64) {
-        if let Some(row) = self.children().get(index) {
-            row.last_checkin_mono_ms.store(now_mono_ms, Release);
-        }
-    }
-
-    pub fn release_child(&self, index: usize, pid: u32) {
-        if let Some(row) = self.children().get(index) {
-            row.pending.store(0, Relaxed);
-            let _ = row.pid.compare_exchange(pid, 0, AcqRel, Relaxed);
-        }
-        // Hand the scanner role over at once instead of waiting for the beat to go stale.
-        let _ = self
-            .header()
-            .scanner_pid
-            .compare_exchange(pid, 0, AcqRel, Relaxed);
     }
 
     // ---- vhost rows --------------------------------------------------------------------

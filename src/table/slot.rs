@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{fence, AtomicU32};
 
+use super::crash;
 use super::layout::Slot;
 use super::shared::{read_bytes, write_bytes};
 use super::state::ConnState;
@@ -30,6 +31,7 @@ pub const FLAG_RESCUED: u32 = 1 << 6;
 pub struct SlotView {
     pub index: usize,
     pub state: ConnState,
+    pub tag: u32,
     pub owner_pid: u32,
     pub fd: i32,
     pub inode: u64,
@@ -90,23 +92,44 @@ impl Slot {
         vhost: u32,
     ) {
         self.fd.store(fd, Relaxed);
+        crash::point();
         self.inode.store(inode, Relaxed);
+        crash::point();
         self.vhost.store(vhost, Relaxed);
+        crash::point();
         store_addr(&self.client_ip, &self.client_port, client);
         store_addr(&self.local_ip, &self.local_port, local);
     }
 
     /// Writes method and path under the seqlock (owner only). Raw bytes as Apache has them:
     /// UTF-8 is checked only when a reader renders them. Long values are truncated.
+    /// A writer that died mid-write left the counter odd: the next write starts from the
+    /// even value below it, so the seqlock heals at the slot's next write (and `reset_text_seq`
+    /// heals it when the slot is freed).
     pub fn write_text(&self, method: &[u8], path: &[u8]) {
-        let seq = self.text_seq.load(Relaxed);
-        self.text_seq.store(seq.wrapping_add(1), Relaxed); // odd: write in progress
+        let base = self.text_seq.load(Relaxed) & !1;
+        self.text_seq.store(base.wrapping_add(1), Relaxed); // odd: write in progress
+        crash::point();
         fence(Release);
         let m = write_bytes(&self.method, method);
+        crash::point();
         let p = write_bytes(&self.path, path);
+        crash::point();
         self.method_len.store(m as u32, Relaxed);
+        crash::point();
         self.path_len.store(p as u32, Relaxed);
-        self.text_seq.store(seq.wrapping_add(2), Release);
+        crash::point();
+        self.text_seq.store(base.wrapping_add(2), Release);
+        crash::point();
+    }
+
+    /// Makes the seqlock even again (a slot being freed: nobody writes its text any more).
+    pub fn reset_text_seq(&self) {
+        let seq = self.text_seq.load(Relaxed);
+        if seq & 1 == 1 {
+            self.text_seq.store(seq.wrapping_add(1), Release);
+            crash::point();
+        }
     }
 
     /// Reads method and path; gives up (empty strings) if a writer keeps interfering.
@@ -129,10 +152,12 @@ impl Slot {
 
     pub fn view(&self, index: usize) -> SlotView {
         let (method, path) = self.read_text();
+        let lease = self.lease();
         SlotView {
             index,
-            state: ConnState::from_u32(self.state.load(Acquire)),
-            owner_pid: self.owner_pid.load(Relaxed),
+            state: lease.state,
+            tag: lease.tag,
+            owner_pid: lease.pid,
             fd: self.fd.load(Relaxed),
             inode: self.inode.load(Relaxed),
             vhost: self.vhost.load(Relaxed),
@@ -140,7 +165,7 @@ impl Slot {
             local: load_addr(&self.local_ip, &self.local_port),
             accept_mono_ms: self.accept_mono_ms.load(Relaxed),
             state_since_mono_ms: self.state_since_mono_ms.load(Relaxed),
-            close_wait_since_mono_ms: self.close_wait_since_mono_ms.load(Relaxed),
+            close_wait_since_mono_ms: self.close_wait_since(lease.tag).unwrap_or(0),
             requests: self.requests.load(Relaxed),
             flags: self.flags.load(Relaxed),
             abandoned_since_mono_ms: self.abandoned_since_mono_ms.load(Relaxed),

@@ -4,6 +4,11 @@
 //! changing them means bumping `layout::LAYOUT_VERSION`.
 
 /// Where a tracked connection is in its life. `Free` marks an unused slot.
+///
+/// Stored in a slot's lease: Free, Claiming, Reading, Handling, Keepalive, Closing and the two
+/// Ending states. The others are derived for display only (`status::snapshot`): CloseWait from
+/// a valid CLOSE_WAIT mark, ForceClosed and Rescued from the slot's flags; Closed and
+/// Reclaimed name how lifetimes ended in the totals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum ConnState {
@@ -29,6 +34,9 @@ pub enum ConnState {
     Rescued = 9,
     /// Owner died; the parent freed the slot (terminal).
     Reclaimed = 10,
+    /// Being freed after a normal end, or after its owner died: counted once, then Free.
+    EndingClosed = 11,
+    EndingReclaimed = 12,
 }
 
 impl ConnState {
@@ -53,6 +61,8 @@ impl ConnState {
             8 => ConnState::ForceClosed,
             9 => ConnState::Rescued,
             10 => ConnState::Reclaimed,
+            11 => ConnState::EndingClosed,
+            12 => ConnState::EndingReclaimed,
             _ => ConnState::Free,
         }
     }
@@ -71,11 +81,28 @@ impl ConnState {
             ConnState::ForceClosed => "force_closed",
             ConnState::Rescued => "rescued",
             ConnState::Reclaimed => "reclaimed",
+            ConnState::EndingClosed | ConnState::EndingReclaimed => "ending",
         }
     }
 
     pub fn is_open(self) -> bool {
         ConnState::OPEN.contains(&self)
+    }
+
+    /// Held by a live claim: the owner may still change it (not free, not being freed).
+    pub fn is_held(self) -> bool {
+        matches!(
+            self,
+            ConnState::Claiming
+                | ConnState::Reading
+                | ConnState::Handling
+                | ConnState::Keepalive
+                | ConnState::Closing
+        )
+    }
+
+    pub fn is_ending(self) -> bool {
+        matches!(self, ConnState::EndingClosed | ConnState::EndingReclaimed)
     }
 }
 
@@ -85,7 +112,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_u32() {
-        for v in 0..=10u32 {
+        for v in 0..=12u32 {
             assert_eq!(ConnState::from_u32(v) as u32, v);
         }
         assert_eq!(ConnState::from_u32(99), ConnState::Free);

@@ -17,13 +17,13 @@ fn claim_fill_and_release() {
     let hs: Vec<_> = (0..4)
         .map(|i| t.claim(100, i, 5).expect("free slot"))
         .collect();
-    assert_eq!(t.header().slots_used.load(Relaxed), 4);
+    assert_eq!(t.totals().open, 4);
     assert!(t.claim(100, 0, 5).is_none(), "full table refuses");
     assert_eq!(t.counters().untracked.load(Relaxed), 1);
-    assert_eq!(t.counters().accepted.load(Relaxed), 5);
+    assert_eq!(t.totals().accepted, 5);
     assert!(t.release(hs[2]));
     assert!(!t.release(hs[2]), "double release is refused");
-    assert_eq!(t.counters().closed.load(Relaxed), 1);
+    assert_eq!(t.totals().closed, 1);
     let again = t.claim(100, 0, 6).expect("slot freed");
     assert_eq!(again.index, hs[2].index);
     assert_ne!(again.tag, hs[2].tag, "a new claim gets a new tag");
@@ -64,7 +64,7 @@ fn concurrent_claims_never_share_a_slot() {
                         std::thread::yield_now();
                         // Nobody else wrote into our slot while we held it.
                         assert_eq!(slot.fd.load(Relaxed), th as i32);
-                        assert_eq!(slot.owner_pid.load(Relaxed), th + 1);
+                        assert_eq!(slot.lease().pid, th + 1);
                         assert!(t.release(h));
                     }
                 }
@@ -74,14 +74,11 @@ fn concurrent_claims_never_share_a_slot() {
     for th in threads {
         th.join().unwrap();
     }
-    assert_eq!(t.header().slots_used.load(Relaxed), 0);
-    let c = t.counters();
-    assert_eq!(c.accepted.load(Relaxed), 16_000);
-    assert_eq!(c.closed.load(Relaxed) + c.untracked.load(Relaxed), 16_000);
-    assert!(t
-        .slots()
-        .iter()
-        .all(|s| s.state.load(Relaxed) == ConnState::Free as u32));
+    let c = t.totals();
+    assert_eq!(c.open, 0);
+    assert_eq!(c.accepted, 16_000);
+    assert_eq!(c.closed + c.untracked, 16_000);
+    assert!(t.slots().iter().all(|s| s.lease().state == ConnState::Free));
 }
 
 #[test]
@@ -121,13 +118,10 @@ fn reclaim_frees_dead_owners_only() {
     let a = t.claim(10, 0, 1).unwrap();
     let b = t.claim(20, 1, 1).unwrap();
     let c = t.claim(20, 2, 1).unwrap();
-    t.owned(c)
-        .unwrap()
-        .close_wait_since_mono_ms
-        .store(1, Relaxed);
-    let n = t.reclaim_dead(|pid, _| pid == 10);
+    t.mark_close_wait(t.owned(c).unwrap(), c.tag, 1);
+    let n = t.reclaim_dead(99, |pid, _| pid == 10 || pid == 99);
     assert_eq!(n, 2);
-    assert_eq!(t.counters().reclaimed.load(Relaxed), 2);
+    assert_eq!(t.totals().reclaimed, 2);
     assert!(t.owned(a).is_some());
     assert!(t.owned(b).is_none() && t.owned(c).is_none());
     assert_eq!(
@@ -153,7 +147,7 @@ fn child_exit_releases_its_slots() {
     let other = t.claim(8, 5, 1).unwrap();
     assert_eq!(t.release_all_of(7), 3);
     assert!(t.owned(other).is_some());
-    assert_eq!(t.header().slots_used.load(Relaxed), 1);
+    assert_eq!(t.totals().open, 1);
 }
 
 #[test]

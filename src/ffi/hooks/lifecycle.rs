@@ -349,7 +349,7 @@ pub unsafe extern "C" fn monitor(_p: *mut b::apr_pool_t, s: *mut b::server_rec) 
         let Some(table) = runtime::table() else {
             return DECLINED;
         };
-        let n = table.reclaim_dead(crate::sys::procfs::is_alive);
+        let n = table.reclaim_dead(std::process::id(), crate::sys::procfs::is_alive);
         if n > 0 {
             log::notice(
                 s,

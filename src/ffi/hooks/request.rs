@@ -46,7 +46,6 @@ pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
         if let Some(row) = table.vhost(vhost) {
             row.requests.fetch_add(1, Relaxed);
         }
-        table.counters().requests.fetch_add(1, Relaxed);
         // The path without query string: parsed_uri.path is the raw path as sent.
         // SAFETY: method and parsed_uri.path are null or NUL-terminated strings in r->pool.
         let (method, path) = unsafe { (conn::bytes(rr.method), conn::bytes(rr.parsed_uri.path)) };
