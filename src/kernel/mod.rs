@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod diag_fixtures;
 pub mod diag_msg;
+pub mod listeners;
 pub mod proc_net;
 pub mod sock_diag;
 
