@@ -66,6 +66,9 @@ pub const GUARD_PROCESS: MsgId = MsgId("SG0026");
 /// CLOSE_WAIT sockets that were never accepted (backlog): a capacity problem, said once per
 /// episode.
 pub const BACKLOG: MsgId = MsgId("SG0027");
+/// More listening ports than the table records: the rest are not guarded (said at start-up
+/// and at each restart).
+pub const LISTENERS_UNGUARDED: MsgId = MsgId("SG0028");
 
 /// How loud a message from plain-Rust code (the guard thread) should be; the FFI layer maps
 /// it to an APLOG level.
@@ -134,6 +137,7 @@ pub const ALL: &[MsgId] = &[
     RESCUE_DEGRADED,
     GUARD_PROCESS,
     BACKLOG,
+    LISTENERS_UNGUARDED,
 ];
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! - the status page stays well-formed in every format (JSON parses, ?auto lines are
 //!   `Key: value`, metrics lines are `name{labels} value`, HTML is complete), and a planted
 //!   `<script>` in a connection's path is never shown unescaped.
+//!
 //! Children that take a hostile "server stopping" or "old generation" at its word end
 //! themselves, and on prefork the status requests then wait seconds for a new child: slow,
 //! not wrong (the children could end each other anyway).
@@ -20,7 +21,7 @@ mod common;
 
 use common::{hold_keepalive, json, Apache, Mpm, Opts};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Passes over the whole segment, each followed by a look at every status format.
@@ -144,8 +145,8 @@ impl Rng {
             2 => r.rotate_left(17),
             3 => r % 64,
             4 => pid,
-            5 => pid << 32 | (r >> 40) << 8 | (r >> 3) % 16, // a lease naming a real process
-            6 => (r >> 24) % 10_000_000,                     // a plausible time in ms
+            5 => (pid << 32) | ((r >> 40) << 8) | ((r >> 3) % 16), // a lease naming a real process
+            6 => (r >> 24) % 10_000_000,                           // a plausible time in ms
             _ => (r >> 32) as u32 as u64,
         }
     }

@@ -170,6 +170,8 @@ impl Guard {
                 self.scanner.apply(&self.table, &sockets, mono_ms());
                 self.scan_failing = false;
             }
+            // A failed scan is no list: applying it as an empty one would end every
+            // CLOSE_WAIT period (timers restart, AutoClose is delayed), so it is skipped.
             Err(e) if !self.scan_failing => {
                 self.scan_failing = true;
                 (self.child.log)(

@@ -13,6 +13,8 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
+/// Set by the kernel on a dump whose table changed while it ran (include/uapi/linux/netlink.h).
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_HDRLEN: usize = 16;
 const REQ_V2_LEN: usize = 56;
 const DIAG_MSG_LEN: usize = 72;
@@ -83,6 +85,45 @@ pub enum Reply {
     Done,
 }
 
+/// What a reply must carry to belong to our request: the request's sequence number and our
+/// socket's port id. Anything else is a previous dump's tail (or not for us) and is skipped,
+/// as iproute2 does, so it can never complete or pad the current dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub seq: u32,
+    pub port_id: u32,
+}
+
+/// Why a dump gave no complete list. Every variant means "do not use what was read".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DumpError {
+    /// NLM_F_DUMP_INTR: the socket table changed during the dump; sockets may be missing.
+    Interrupted,
+    /// NLMSG_ERROR, or NLMSG_DONE carrying an error: the kernel refused or cut the dump short.
+    Kernel(i32),
+    /// Bytes the kernel would not send (short header, bad length, short inet_diag_msg).
+    Malformed(String),
+    /// The socket failed (send/recv error, receive timeout, truncated datagram).
+    Io(String),
+}
+
+impl std::fmt::Display for DumpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DumpError::Interrupted => {
+                f.write_str("sock_diag dump interrupted: the socket table changed while it ran")
+            }
+            DumpError::Kernel(errno) => write!(
+                f,
+                "kernel refused or cut short the sock_diag dump: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            DumpError::Malformed(what) => write!(f, "malformed sock_diag reply: {what}"),
+            DumpError::Io(what) => write!(f, "sock_diag: {what}"),
+        }
+    }
+}
+
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
@@ -105,12 +146,15 @@ fn addr(family: u8, b: &[u8], port_at: usize, ip_at: usize) -> Option<SocketAddr
     Some(SocketAddr::new(ip, port))
 }
 
-/// Parses one inet_diag_msg payload.
+/// Parses one inet_diag_msg payload (None: too short, or a family we never ask for).
 fn parse_diag_msg(p: &[u8]) -> Option<KernelSocket> {
     if p.len() < DIAG_MSG_LEN {
         return None;
     }
     let family = p[0];
+    if family != libc::AF_INET as u8 && family != libc::AF_INET6 as u8 {
+        return None;
+    }
     let id = 4; // inet_diag_sockid starts after family, state, timer, retrans
     Some(KernelSocket {
         state: p[1],
@@ -124,72 +168,158 @@ fn parse_diag_msg(p: &[u8]) -> Option<KernelSocket> {
     })
 }
 
-/// Parses one received datagram (possibly several netlink messages), appending sockets whose
-/// local port is in `ports` (empty: keep all) to `out`.
+/// One netlink message header and where the next message starts.
+struct Header {
+    len: usize,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    port_id: u32,
+}
+
+fn header_at(buf: &[u8], at: usize) -> Result<Header, DumpError> {
+    let h = buf.get(at..at + NLMSG_HDRLEN).ok_or_else(|| {
+        DumpError::Malformed(format!(
+            "{} bytes left after the last message",
+            buf.len() - at
+        ))
+    })?;
+    let field = |off| u32_at(h, off).unwrap_or(0);
+    let len = field(0) as usize;
+    if len < NLMSG_HDRLEN || len > buf.len() - at {
+        return Err(DumpError::Malformed(format!(
+            "message length {len} with {} bytes left",
+            buf.len() - at
+        )));
+    }
+    Ok(Header {
+        len,
+        kind: u16_at(h, 4).unwrap_or(0),
+        flags: u16_at(h, 6).unwrap_or(0),
+        seq: field(8),
+        port_id: field(12),
+    })
+}
+
+/// The error code a NLMSG_DONE or NLMSG_ERROR payload starts with (0 when absent).
+fn errno_of(payload: &[u8]) -> i32 {
+    u32_at(payload, 0)
+        .map(|e| (e as i32).wrapping_neg())
+        .unwrap_or(0)
+}
+
+/// Parses one received datagram (possibly several netlink messages) of the dump `expect`
+/// names, appending sockets whose local port is in `ports` (empty: keep all) to `out`.
+/// Messages of another sequence number or port id are skipped; an interrupted, refused or
+/// malformed reply is an error, and what was appended must then be thrown away.
+pub fn parse_reply(
+    buf: &[u8],
+    expect: Expect,
+    ports: &[u16],
+    out: &mut Vec<KernelSocket>,
+) -> Result<Reply, DumpError> {
+    parse_messages(buf, Some(expect), ports, out)
+}
+
+/// `parse_reply` that takes every message as the current dump's, for the reference dump in
+/// benches/scan.rs (a fresh socket per dump, read to its end, so nothing else is queued).
+/// The guard reads dumps with `read_dump`, which checks sequence number and port id.
 pub fn parse_datagram(
     buf: &[u8],
     ports: &[u16],
     out: &mut Vec<KernelSocket>,
 ) -> Result<Reply, String> {
+    parse_messages(buf, None, ports, out).map_err(|e| e.to_string())
+}
+
+/// The messages of one datagram; `expect: None` accepts any sequence number and port id.
+fn parse_messages(
+    buf: &[u8],
+    expect: Option<Expect>,
+    ports: &[u16],
+    out: &mut Vec<KernelSocket>,
+) -> Result<Reply, DumpError> {
     let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, at).ok_or("truncated header")? as usize;
-        let kind = u16_at(buf, at + 4).ok_or("truncated header")?;
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            return Err(format!("malformed netlink message (length {len})"));
+    while at < buf.len() {
+        let h = header_at(buf, at)?;
+        let payload = &buf[at + NLMSG_HDRLEN..at + h.len];
+        at += align4(h.len);
+        if expect.is_some_and(|e| h.seq != e.seq || h.port_id != e.port_id) {
+            continue;
         }
-        let payload = &buf[at + NLMSG_HDRLEN..at + len];
-        match kind {
-            NLMSG_DONE => return Ok(Reply::Done),
+        if h.flags & NLM_F_DUMP_INTR != 0 {
+            return Err(DumpError::Interrupted);
+        }
+        match h.kind {
+            // DONE carries the dump's own return code: non-zero means it ended early.
+            NLMSG_DONE => {
+                return match errno_of(payload) {
+                    0 => Ok(Reply::Done),
+                    e => Err(DumpError::Kernel(e)),
+                }
+            }
             NLMSG_ERROR => {
-                let errno = u32_at(payload, 0).map(|e| -(e as i32)).unwrap_or(0);
-                return Err(format!(
-                    "kernel refused the sock_diag dump: {}",
-                    std::io::Error::from_raw_os_error(errno)
-                ));
+                return Err(match errno_of(payload) {
+                    0 => DumpError::Malformed("an acknowledgement instead of a dump".into()),
+                    e => DumpError::Kernel(e),
+                })
             }
             SOCK_DIAG_BY_FAMILY => {
-                let s = parse_diag_msg(payload).ok_or("short inet_diag_msg")?;
+                let s = parse_diag_msg(payload)
+                    .ok_or_else(|| DumpError::Malformed("short or foreign inet_diag_msg".into()))?;
                 if ports.is_empty() || ports.contains(&s.local.port()) {
                     out.push(s);
                 }
             }
             _ => {}
         }
-        at += align4(len);
     }
     Ok(Reply::More)
+}
+
+/// Reads datagrams with `recv` until the dump `expect` names is complete. On an error the
+/// sockets appended so far are removed again: a dump is used whole or not at all.
+pub fn read_dump(
+    mut recv: impl FnMut(&mut [u8]) -> Result<usize, DumpError>,
+    buf: &mut [u8],
+    expect: Expect,
+    ports: &[u16],
+    out: &mut Vec<KernelSocket>,
+) -> Result<(), DumpError> {
+    let mark = out.len();
+    let r = loop {
+        let n = match recv(buf) {
+            Ok(n) => n.min(buf.len()),
+            Err(e) => break Err(e),
+        };
+        match parse_reply(&buf[..n], expect, ports, out) {
+            Ok(Reply::Done) => break Ok(()),
+            Ok(Reply::More) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    if r.is_err() {
+        out.truncate(mark);
+    }
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::diag_fixtures::{self, *};
 
-    fn diag_msg(state: u8, lport: u16, rport: u16, inode: u32, rq: u32) -> Vec<u8> {
-        let mut p = vec![libc::AF_INET as u8, state, 0, 0];
-        p.extend_from_slice(&lport.to_be_bytes());
-        p.extend_from_slice(&rport.to_be_bytes());
-        p.extend_from_slice(&[127, 0, 0, 1]);
-        p.extend_from_slice(&[0; 12]);
-        p.extend_from_slice(&[127, 0, 0, 2]);
-        p.extend_from_slice(&[0; 12]);
-        p.extend_from_slice(&0u32.to_ne_bytes()); // if
-        p.extend_from_slice(&7u32.to_ne_bytes()); // cookie lo
-        p.extend_from_slice(&1u32.to_ne_bytes()); // cookie hi
-        for v in [0u32, rq, 0, 33, inode] {
-            p.extend_from_slice(&v.to_ne_bytes());
-        }
-        assert_eq!(p.len(), DIAG_MSG_LEN);
-        p
-    }
+    const US: Expect = Expect {
+        seq: 7,
+        port_id: 4242,
+    };
 
-    fn nlmsg(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(payload);
-        m
+    fn sock(port: u16, inode: u64) -> KernelSocket {
+        socket(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            "127.0.0.2:50000".parse().unwrap(),
+            inode,
+        )
     }
 
     #[test]
@@ -266,37 +396,164 @@ mod tests {
 
     #[test]
     fn parses_sockets_and_stops_at_done() {
-        let mut buf = nlmsg(SOCK_DIAG_BY_FAMILY, &diag_msg(8, 8080, 50000, 4242, 12));
-        buf.extend(nlmsg(SOCK_DIAG_BY_FAMILY, &diag_msg(8, 9999, 50001, 1, 0)));
+        let mut buf = socket_msg(&sock(8080, 4242), US);
+        buf.extend(socket_msg(&sock(9999, 1), US));
         let mut out = Vec::new();
-        assert_eq!(parse_datagram(&buf, &[8080], &mut out), Ok(Reply::More));
-        assert_eq!(out.len(), 1);
-        let s = &out[0];
-        assert_eq!((s.state, s.inode, s.recv_q, s.uid), (8, 4242, 12, 33));
-        assert_eq!(s.local, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(s.remote, "127.0.0.2:50000".parse().unwrap());
-        assert_eq!(s.cookie, 7 | 1 << 32);
+        assert_eq!(parse_reply(&buf, US, &[8080], &mut out), Ok(Reply::More));
+        assert_eq!(out, vec![sock(8080, 4242)]);
+        assert_eq!(out[0].cookie, 4242 << 3);
         assert_eq!(
-            parse_datagram(&nlmsg(NLMSG_DONE, &[0; 4]), &[], &mut out),
+            parse_reply(&done(US, 0), US, &[], &mut out),
             Ok(Reply::Done)
         );
+        let v6 = socket(
+            "[2001:db8::1]:443".parse().unwrap(),
+            "[::ffff:10.0.0.1]:5".parse().unwrap(),
+            9,
+        );
+        let mut out = Vec::new();
+        parse_reply(&socket_msg(&v6, US), US, &[], &mut out).unwrap();
+        assert_eq!(out[0].local, v6.local);
+        assert_eq!(
+            out[0].remote,
+            "10.0.0.1:5".parse().unwrap(),
+            "v4-mapped shown as IPv4"
+        );
+    }
+
+    #[test]
+    fn replies_of_another_dump_or_socket_are_skipped() {
+        let stale = Expect { seq: 6, ..US };
+        let other = Expect { port_id: 1, ..US };
+        let mut buf = socket_msg(&sock(80, 1), stale);
+        buf.extend(done(stale, 0)); // a previous dump's end must not end this one
+        buf.extend(socket_msg(&sock(80, 2), other));
+        buf.extend(socket_msg(&sock(80, 3), US));
+        let mut out = Vec::new();
+        assert_eq!(parse_reply(&buf, US, &[], &mut out), Ok(Reply::More));
+        assert_eq!(out, vec![sock(80, 3)]);
+    }
+
+    #[test]
+    fn an_interrupted_dump_is_an_error() {
+        let mut out = Vec::new();
+        let intr = nlmsg(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_MULTI | NLM_F_DUMP_INTR,
+            US,
+            &diag_fixtures::diag_msg(&sock(80, 1)),
+        );
+        assert_eq!(
+            parse_reply(&intr, US, &[], &mut out),
+            Err(DumpError::Interrupted)
+        );
+        let intr_done = nlmsg(NLMSG_DONE, NLM_F_MULTI | NLM_F_DUMP_INTR, US, &[0; 4]);
+        assert_eq!(
+            parse_reply(&intr_done, US, &[], &mut out),
+            Err(DumpError::Interrupted)
+        );
+    }
+
+    #[test]
+    fn kernel_errors_end_the_dump_with_the_errno() {
+        let mut out = Vec::new();
+        let e = parse_reply(&error(US, libc::EPERM), US, &[], &mut out).unwrap_err();
+        assert_eq!(e, DumpError::Kernel(libc::EPERM));
+        assert!(e.to_string().contains("refused"), "{e}");
+        // NLMSG_DONE carries the dump's return code: an error there means it stopped early.
+        assert_eq!(
+            parse_reply(&done(US, libc::ENOBUFS), US, &[], &mut out),
+            Err(DumpError::Kernel(libc::ENOBUFS))
+        );
+        assert!(matches!(
+            parse_reply(&error(US, 0), US, &[], &mut out),
+            Err(DumpError::Malformed(_))
+        ));
     }
 
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         let mut out = Vec::new();
-        let mut bad = nlmsg(SOCK_DIAG_BY_FAMILY, &[0; 10]);
-        assert!(parse_datagram(&bad, &[], &mut out).is_err());
-        bad[0] = 200; // length beyond the buffer
-        assert!(parse_datagram(&bad, &[], &mut out).is_err());
-        let err = nlmsg(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
-        assert!(parse_datagram(&err, &[], &mut out)
-            .unwrap_err()
-            .contains("refused"));
-        // Arbitrary bytes never panic.
-        for n in 0..64u8 {
-            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
-            let _ = parse_datagram(&junk, &[], &mut out);
+        let short = nlmsg(SOCK_DIAG_BY_FAMILY, 0, US, &[0; 10]);
+        assert!(matches!(
+            parse_reply(&short, US, &[], &mut out),
+            Err(DumpError::Malformed(_))
+        ));
+        let mut long = socket_msg(&sock(80, 1), US);
+        long[0] = 200; // length beyond the buffer
+        assert!(parse_reply(&long, US, &[], &mut out).is_err());
+        let mut tiny = socket_msg(&sock(80, 1), US);
+        tiny[..4].copy_from_slice(&8u32.to_ne_bytes()); // shorter than a header
+        assert!(parse_reply(&tiny, US, &[], &mut out).is_err());
+        // A datagram cut inside the next header.
+        let mut cut = socket_msg(&sock(80, 1), US);
+        cut.extend_from_slice(&[1, 2, 3, 4, 5]);
+        let e = parse_reply(&cut, US, &[], &mut out).unwrap_err();
+        assert!(e.to_string().contains("5 bytes left"), "{e}");
+        // An address family we never ask for.
+        let mut foreign = diag_fixtures::diag_msg(&sock(80, 1));
+        foreign[0] = libc::AF_UNIX as u8;
+        let foreign = nlmsg(SOCK_DIAG_BY_FAMILY, 0, US, &foreign);
+        assert!(parse_reply(&foreign, US, &[], &mut out).is_err());
+    }
+
+    /// Datagrams handed out one by one, then a receive timeout.
+    fn script(datagrams: Vec<Vec<u8>>) -> impl FnMut(&mut [u8]) -> Result<usize, DumpError> {
+        let mut it = datagrams.into_iter();
+        move |buf: &mut [u8]| match it.next() {
+            Some(d) => {
+                buf[..d.len()].copy_from_slice(&d);
+                Ok(d.len())
+            }
+            None => Err(DumpError::Io("recv: timed out".into())),
         }
+    }
+
+    #[test]
+    fn a_multi_part_dump_is_read_to_its_end() {
+        let mut buf = vec![0; 4096];
+        let mut out = vec![sock(1, 1)]; // what the other family's dump found stays
+        let parts = vec![
+            socket_msg(&sock(80, 2), US),
+            [socket_msg(&sock(80, 3), US), socket_msg(&sock(80, 4), US)].concat(),
+            done(US, 0),
+        ];
+        read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap();
+        let inodes: Vec<u64> = out.iter().map(|s| s.inode).collect();
+        assert_eq!(inodes, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_failed_dump_leaves_nothing_behind() {
+        let mut buf = vec![0; 4096];
+        let mut out = vec![sock(1, 1)];
+        // Timed out before NLMSG_DONE: a partial list is no list.
+        let parts = vec![socket_msg(&sock(80, 2), US)];
+        let e = read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap_err();
+        assert!(matches!(e, DumpError::Io(_)));
+        assert_eq!(out, vec![sock(1, 1)]);
+        // Interrupted in its second part.
+        let intr = nlmsg(NLMSG_DONE, NLM_F_MULTI | NLM_F_DUMP_INTR, US, &[0; 4]);
+        let parts = vec![socket_msg(&sock(80, 2), US), intr];
+        let e = read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap_err();
+        assert_eq!(e, DumpError::Interrupted);
+        assert_eq!(out, vec![sock(1, 1)]);
+    }
+
+    #[test]
+    fn the_tail_of_a_timed_out_dump_does_not_complete_the_next() {
+        // Dump 6 timed out after its first part; its tail (and its DONE) is still queued
+        // when dump 7 is read. Without the sequence check dump 7 would end at dump 6's
+        // DONE with dump 6's sockets.
+        let old = Expect { seq: 6, ..US };
+        let mut buf = vec![0; 4096];
+        let mut out = Vec::new();
+        let parts = vec![
+            [socket_msg(&sock(80, 60), old), done(old, 0)].concat(),
+            socket_msg(&sock(80, 70), US),
+            done(US, 0),
+        ];
+        read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap();
+        assert_eq!(out, vec![sock(80, 70)]);
     }
 }

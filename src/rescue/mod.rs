@@ -128,15 +128,8 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
     // Take the scanner role from whichever child holds it: one scan for the server, here.
     h.scanner_pid.store(me, Relaxed);
     h.scanner_beat_mono_ms.store(mono_ms(), Relaxed);
-    let mut reach = KernelReach {
-        root,
-        log,
-        denied_logged: false,
-        reached: false,
-    };
+    let mut pass = Pass::new(root, log, can_reach);
     let mut diag = DiagSocket::open().ok();
-    let mut untracked = untracked::Untracked::default();
-    let mut scanner = scan::Scanner::default();
     let mut backlog_reported = false;
     let mut next_scan = 0;
     let mut children = children::ChildWatch::default();
@@ -159,18 +152,15 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
                 .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS);
             next_scan = now + interval;
             if election::take_turn(&table, me, now, interval) {
-                let backlog = scan_and_rescue(
-                    &table,
-                    diag.as_mut(),
-                    &mut reach,
-                    (&mut scanner, &mut untracked),
-                    log,
-                    can_reach,
-                );
-                report_backlog(log, backlog, &mut backlog_reported);
+                let started = Instant::now();
+                let result = kernel::close_wait_on(diag.as_mut(), &table.listeners());
+                // A failed scan says nothing about the backlog either: keep the episode.
+                if let Some(backlog) = pass.after_scan(&table, result, started) {
+                    report_backlog(log, backlog, &mut backlog_reported);
+                }
             } else {
                 // Someone else scans meanwhile: learn the marks afresh when we take over.
-                scanner = scan::Scanner::default();
+                pass.scanner = scan::Scanner::default();
             }
         }
         let wait = next_scan
@@ -208,41 +198,76 @@ fn report_backlog(log: LogSink, backlog: usize, reported: &mut bool) {
     *reported = backlog > 0;
 }
 
-/// One scan: the kernel's CLOSE_WAIT sockets joined to the table, hung children's sockets
-/// rescued, untracked ones classified. Returns the backlog count.
-fn scan_and_rescue(
-    table: &SharedTable,
-    diag: Option<&mut DiagSocket>,
-    reach: &mut KernelReach,
-    (scanner, untracked): (&mut scan::Scanner, &mut untracked::Untracked),
+/// What the scans of the guard process carry from one to the next.
+struct Pass {
+    reach: KernelReach,
+    scanner: scan::Scanner,
+    untracked: untracked::Untracked,
     log: LogSink,
     can_reach: bool,
-) -> usize {
-    let started = Instant::now();
-    let result = kernel::close_wait_on(diag, &table.listeners());
-    let now = mono_ms();
-    let ok = result.is_ok();
-    let sockets = result.unwrap_or_default();
-    scanner.apply(table, &sockets, now);
-    election::beat(table, mono_ms(), started.elapsed().as_micros() as u64, ok);
-    let rescue_on = can_reach && table.header().rescue.load(Relaxed) != 0;
-    let mut out = Vec::new();
-    hung::rescue_hung(table, &sockets, now, rescue_on, reach, &mut out);
-    for r in &out {
-        log_rescue(log, r);
+}
+
+impl Pass {
+    fn new(root: u32, log: LogSink, can_reach: bool) -> Pass {
+        Pass {
+            reach: KernelReach {
+                root,
+                log,
+                denied_logged: false,
+                reached: false,
+            },
+            scanner: scan::Scanner::default(),
+            untracked: untracked::Untracked::default(),
+            log,
+            can_reach,
+        }
     }
-    let mut leaks = Vec::new();
-    let backlog = untracked.pass(table, &sockets, now, rescue_on, reach, &mut leaks);
-    for e in &leaks {
-        log_leak(log, e);
+
+    /// One scan's result (begun at `started`): the kernel's CLOSE_WAIT sockets joined to the
+    /// table, hung children's sockets rescued, untracked ones classified. Returns the backlog
+    /// count, or None when the scan failed: then nothing is touched, because a failed scan is
+    /// no list at all — taken as an empty one it would end every CLOSE_WAIT period (timers
+    /// restart, AutoClose is delayed) and forget when each untracked socket was first seen.
+    fn after_scan(
+        &mut self,
+        table: &SharedTable,
+        result: Result<Vec<KernelSocket>, String>,
+        started: Instant,
+    ) -> Option<usize> {
+        let now = mono_ms();
+        if let Ok(sockets) = &result {
+            self.scanner.apply(table, sockets, now);
+        }
+        let cost_us = started.elapsed().as_micros() as u64;
+        election::beat(table, mono_ms(), cost_us, result.is_ok());
+        let sockets = result.ok()?;
+        Some(self.rescue(table, &sockets, now))
     }
-    let h = table.header();
-    if reach.denied_logged {
-        h.guard_reach.store(guard_reach::NONE, Relaxed);
-    } else if reach.reached {
-        h.guard_reach.store(guard_reach::CHILDREN, Relaxed);
+
+    /// Hung children's and untracked sockets of a complete scan. Returns the backlog count.
+    fn rescue(&mut self, table: &SharedTable, sockets: &[KernelSocket], now: u64) -> usize {
+        let (log, reach) = (self.log, &mut self.reach);
+        let rescue_on = self.can_reach && table.header().rescue.load(Relaxed) != 0;
+        let mut out = Vec::new();
+        hung::rescue_hung(table, sockets, now, rescue_on, reach, &mut out);
+        for r in &out {
+            log_rescue(log, r);
+        }
+        let mut leaks = Vec::new();
+        let backlog = self
+            .untracked
+            .pass(table, sockets, now, rescue_on, reach, &mut leaks);
+        for e in &leaks {
+            log_leak(log, e);
+        }
+        let h = table.header();
+        if reach.denied_logged {
+            h.guard_reach.store(guard_reach::NONE, Relaxed);
+        } else if reach.reached {
+            h.guard_reach.store(guard_reach::CHILDREN, Relaxed);
+        }
+        backlog
     }
-    backlog
 }
 
 fn log_leak(log: LogSink, e: &untracked::LeakEvent) {
@@ -287,5 +312,49 @@ fn log_rescue(log: LogSink, r: &hung::Rescue) {
         Outcome::Refused(why) => log(Severity::Debug, messages::CLOSE_SKIPPED, &format!(
             "guard process did not close a socket of a hung child ({who}): {why}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AutoClose;
+    use crate::table::HeapTable;
+
+    fn no_log(_: Severity, _: messages::MsgId, _: &str) {}
+
+    fn close_wait(inode: u64) -> KernelSocket {
+        KernelSocket {
+            local: "10.0.0.2:80".parse().unwrap(),
+            remote: format!("10.0.0.1:{}", 5000 + inode).parse().unwrap(),
+            state: TCP_CLOSE_WAIT,
+            recv_q: 1,
+            inode,
+            cookie: 0,
+            uid: 33,
+        }
+    }
+
+    #[test]
+    fn a_failed_scan_ends_no_close_wait_period_and_forgets_nothing() {
+        let heap = HeapTable::for_tests();
+        let t = heap.table();
+        let vhost = heap.vhost_with("a", AutoClose::On, 60_000);
+        let h = heap.stuck_connection(100, vhost, 42, 5);
+        let since = || t.owned(h).unwrap().close_wait_since(h.tag).unwrap_or(0);
+        let mut pass = Pass::new(1, no_log, false);
+        // A complete scan: the tracked socket and an untracked one in CLOSE_WAIT.
+        let both = vec![close_wait(42), close_wait(77)];
+        assert_eq!(pass.after_scan(&t, Ok(both), Instant::now()), Some(0));
+        assert_eq!((since(), pass.untracked.watching()), (5, 1));
+        // A failed scan: no list, so nothing changes (only the error is counted).
+        let failed = pass.after_scan(&t, Err("no /proc".into()), Instant::now());
+        assert_eq!(failed, None);
+        assert_eq!(since(), 5, "the CLOSE_WAIT period goes on");
+        assert_eq!(pass.untracked.watching(), 1, "the first sighting is kept");
+        assert_eq!(t.header().scan_errors.load(Relaxed), 1);
+        // Control: a complete scan that finds nothing does end both.
+        assert_eq!(pass.after_scan(&t, Ok(Vec::new()), Instant::now()), Some(0));
+        assert_eq!((since(), pass.untracked.watching()), (0, 0));
     }
 }

@@ -86,6 +86,12 @@ pub struct LeakEvent {
 const FIN_ONLY: u64 = 1;
 
 impl Untracked {
+    /// How many untracked sockets have their first sighting remembered.
+    #[cfg(test)]
+    pub fn watching(&self) -> usize {
+        self.seen.len()
+    }
+
     /// Classifies this scan's untracked sockets, acts on leaked ones that passed their timeout,
     /// and publishes the list for the status page. Returns the backlog count.
     pub fn pass(

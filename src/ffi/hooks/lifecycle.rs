@@ -13,6 +13,7 @@ use crate::ffi::{conn, log, server_conf};
 use crate::guard::{self, Child};
 use crate::messages;
 use crate::runtime;
+use crate::table::layout::MAX_LISTEN_PORTS;
 use crate::table::SharedTable;
 
 const OK: c_int = b::OK;
@@ -96,6 +97,7 @@ pub unsafe extern "C" fn post_config(
             }
         };
         publish_settings(&table, &main);
+        publish_listeners(&table, s);
         // SAFETY: s heads Apache's live server list for this generation.
         unsafe { register_servers(&table, s) };
         runtime::set_table(Some(table));
@@ -114,6 +116,12 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
         .store(main.graceful_deadline_ms(), Relaxed);
     h.rescue.store(main.rescue() as u32, Relaxed);
     h.server_stop_generation.store(0, Relaxed);
+}
+
+/// Records the listening ports the kernel view filters on. The table has room for
+/// `MAX_LISTEN_PORTS` of them; the rest are named once in the error log (SG0028), since
+/// nothing on them is guarded.
+fn publish_listeners(table: &SharedTable, s: *mut b::server_rec) {
     let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
     // post_config and not modified while hooks run; we only read addresses from it.
@@ -131,7 +139,16 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
             lr = l.next;
         }
     }
-    table.set_listeners(&listeners);
+    let fitted = crate::kernel::listeners::fit(&listeners, MAX_LISTEN_PORTS);
+    table.set_listeners(&fitted.entries);
+    if !fitted.unguarded.is_empty() {
+        let ports: Vec<String> = fitted.unguarded.iter().map(u16::to_string).collect();
+        log::warn(s, messages::LISTENERS_UNGUARDED, &format!(
+            "the server listens on more than {MAX_LISTEN_PORTS} ports: {} port(s) not guarded (no CLOSE_WAIT scan, AutoClose, rescue or kernel view on them): {}",
+            ports.len(),
+            ports.join(", ")
+        ));
+    }
 }
 
 /// Gives every server (main and vhosts) its row, keyed by `ServerName:port` so rows and their
