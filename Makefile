@@ -108,10 +108,10 @@ bench: build
 	$(CARGO) bench --bench hooks
 	$(CARGO) bench --bench scan
 	$(CARGO) bench --bench latency
-	bench/instructions.sh
-	KEEPALIVE=1 bench/instructions.sh
-	bench/run.sh
-	bench/guard_process.py
+	benches/instructions.sh
+	KEEPALIVE=1 benches/instructions.sh
+	benches/run.sh
+	benches/guard_process.py
 
 # The five kinds of CLOSE_WAIT socket on a real prefork server, end to end (needs root).
 demo-rescue: build
@@ -119,7 +119,7 @@ demo-rescue: build
 
 # Not part of `make test`: three Apache servers under load, one after the other (DURATION=, RATE=).
 seed-replay: build
-	bench/seed-replay.sh
+	benches/seed-replay.sh
 
 clean:
 	@if [[ -e build/run/apache2.pid ]]; then scripts/run.sh --stop; fi

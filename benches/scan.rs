@@ -504,39 +504,9 @@ fn sockstat_tcp() -> String {
         .unwrap_or_default()
 }
 
-fn main() {
-    let max_healthy = *HEALTHY_STEPS.last().unwrap();
-    let fds = raise_nofile((max_healthy + 2 * CLOSE_WAIT + 256) as u64) as usize;
-    // Scale down (and say so) if even the server ends do not fit.
-    let scale = (fds.saturating_sub(256) as f64 / (max_healthy + 2 * CLOSE_WAIT) as f64).min(1.0);
-    let steps: Vec<usize> = HEALTHY_STEPS
-        .iter()
-        .map(|n| (*n as f64 * scale) as usize)
-        .collect();
-    let cw_n = (CLOSE_WAIT as f64 * scale) as usize;
-    if scale < 1.0 {
-        eprintln!("scan bench: RLIMIT_NOFILE is {fds}: connection counts scaled by {scale:.2}");
-    }
-
-    let heap = HeapTable::new(SLOTS, 64, mono_ms());
-    let table = heap.table();
-    table.register_vhost("bench.test", 80);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let other = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let other_port = other.local_addr().unwrap().port();
-    let mut holder = ClientHolder::start(port);
-    let mut bench = Bench {
-        scanner: scan::Scanner::default(),
-        table,
-        diag: DiagSocket::open().expect("NETLINK_SOCK_DIAG socket"),
-        reference: RefDump::open(),
-        port,
-        rows: Vec::new(),
-    };
-    let mut hint = 0;
-    let mut servers = Vec::new();
-
+/// What is measured, where, and whether the kernel takes the port filter bytecode.
+fn print_header(bench: &mut Bench, other_port: u16) {
+    let port = bench.port;
     println!(
         "one guard scan = kernel::close_wait_on_ports + guard::scan::apply; table of {SLOTS} slots; \
          {WARMUP} warm-up scans, then {SCANS} ({PROC_SCANS} for /proc)"
@@ -564,6 +534,68 @@ fn main() {
         "{:<40} {:<31} {:>5} {:>5} {:>9} {:>9} {:>9}",
         "scenario", "kernel view", "found", "scans", "median µs", "p95 µs", "apply µs"
     );
+}
+
+/// The guard scan's median by healthy connections, and its cost per 1,000 of them.
+fn print_summary(bench: &Bench, steps: &[usize], opened: usize) {
+    let f = Source::Guard;
+    let c = bench.median("(c)", 0, f);
+    println!("\nguard scan (DiagSocket as is), median µs by healthy connections on the port:");
+    let mut line = format!("  0: {c:.0}");
+    for &n in steps {
+        line += &format!("   {n}: {:.0}", bench.median("(a)", n, f));
+    }
+    println!("{line}");
+    let a = bench.median("(a)", opened, f);
+    let slope = (a - c) / opened as f64 * 1000.0;
+    println!(
+        "  {:+.0} µs per 1,000 healthy connections (each is 2 sockets in the host's TCP table here); \
+         target ≤ 1000 µs with none in CLOSE_WAIT: {} at {opened}",
+        slope,
+        if a <= 1000.0 { "met" } else { "NOT met" }
+    );
+}
+
+/// The healthy-connection steps and the CLOSE_WAIT count, scaled down (and said so) if even
+/// the server ends do not fit in RLIMIT_NOFILE; and the scale.
+fn scaled_counts() -> (Vec<usize>, usize, f64) {
+    let max_healthy = *HEALTHY_STEPS.last().unwrap();
+    let fds = raise_nofile((max_healthy + 2 * CLOSE_WAIT + 256) as u64) as usize;
+    let scale = (fds.saturating_sub(256) as f64 / (max_healthy + 2 * CLOSE_WAIT) as f64).min(1.0);
+    let steps: Vec<usize> = HEALTHY_STEPS
+        .iter()
+        .map(|n| (*n as f64 * scale) as usize)
+        .collect();
+    if scale < 1.0 {
+        eprintln!("scan bench: RLIMIT_NOFILE is {fds}: connection counts scaled by {scale:.2}");
+    }
+    (steps, (CLOSE_WAIT as f64 * scale) as usize, scale)
+}
+
+fn main() {
+    let max_healthy = *HEALTHY_STEPS.last().unwrap();
+    let (steps, cw_n, scale) = scaled_counts();
+
+    let heap = HeapTable::new(SLOTS, 64, mono_ms());
+    let table = heap.table();
+    table.register_vhost("bench.test", 80);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let other_port = other.local_addr().unwrap().port();
+    let mut holder = ClientHolder::start(port);
+    let mut bench = Bench {
+        scanner: scan::Scanner::default(),
+        table,
+        diag: DiagSocket::open().expect("NETLINK_SOCK_DIAG socket"),
+        reference: RefDump::open(),
+        port,
+        rows: Vec::new(),
+    };
+    let mut hint = 0;
+    let mut servers = Vec::new();
+
+    print_header(&mut bench, other_port);
 
     // (c) baseline
     bench.measure_all("(c) 0 connections", 0, 0);
@@ -621,22 +653,7 @@ fn main() {
         "apply marked every CLOSE_WAIT connection"
     );
 
-    let f = Source::Guard;
-    let c = bench.median("(c)", 0, f);
-    println!("\nguard scan (DiagSocket as is), median µs by healthy connections on the port:");
-    let mut line = format!("  0: {c:.0}");
-    for &n in &steps {
-        line += &format!("   {n}: {:.0}", bench.median("(a)", n, f));
-    }
-    println!("{line}");
-    let a = bench.median("(a)", opened, f);
-    let slope = (a - c) / opened as f64 * 1000.0;
-    println!(
-        "  {:+.0} µs per 1,000 healthy connections (each is 2 sockets in the host's TCP table here); \
-         target ≤ 1000 µs with none in CLOSE_WAIT: {} at {opened}",
-        slope,
-        if a <= 1000.0 { "met" } else { "NOT met" }
-    );
+    print_summary(&bench, &steps, opened);
 
     reset_all(stuck);
     holder.stop();

@@ -28,7 +28,7 @@ have_file_glob() { # have_file_glob PATTERN... -- true when any pattern matches 
     return 1
 }
 
-# Apache httpd itself and the Debian modules scripts/run.sh, bench/run.sh and the tests load.
+# Apache httpd itself and the Debian modules scripts/run.sh, benches/run.sh and the tests load.
 if [[ ! -x /usr/sbin/apache2 ]] || ! have_file_glob /usr/lib/apache2/modules/mod_mpm_event.so; then
     need apache2
 fi

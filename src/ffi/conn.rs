@@ -33,17 +33,18 @@ pub unsafe fn track_of(c: *const b::conn_rec) -> Option<ConnTrack> {
 /// Stores `track` in `c`'s pool and config vector. Returns the stored pointer.
 ///
 /// # Safety
-/// `c` must be a live conn_rec.
-pub unsafe fn set_track(c: *mut b::conn_rec, track: ConnTrack) -> *mut c_void {
+/// `c` must be a conn_rec Apache set up (its pool and conn_config vector live).
+pub unsafe fn set_track(c: &b::conn_rec, track: ConnTrack) -> *mut c_void {
     // SAFETY: apr_palloc gives memory aligned for any type from the connection's pool, which
-    // lives exactly as long as the connection; ConnTrack is Copy.
+    // lives exactly as long as the connection; ConnTrack is Copy. The config vector is an
+    // array of its own, not part of the conn_rec.
     unsafe {
-        let p = b::apr_palloc((*c).pool, std::mem::size_of::<ConnTrack>()) as *mut ConnTrack;
+        let p = b::apr_palloc(c.pool, std::mem::size_of::<ConnTrack>()) as *mut ConnTrack;
         if p.is_null() {
             return std::ptr::null_mut();
         }
         p.write(track);
-        b::ap_set_module_config((*c).conn_config, module_ptr(), p as *mut c_void);
+        b::ap_set_module_config(c.conn_config, module_ptr(), p as *mut c_void);
         p as *mut c_void
     }
 }

@@ -4,42 +4,31 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 
 use super::bindings as b;
-use super::boundary::guarded;
 use super::server_conf;
 use crate::config::{self, ServerConfig};
 
 type Setter = fn(&mut ServerConfig, &str) -> Result<(), String>;
 
 /// Shared body of every directive: context check, parse, store, or error string.
-fn apply(
-    cmd: *mut b::cmd_parms,
-    arg: *const c_char,
-    global_only: bool,
-    set: Setter,
-) -> *const c_char {
-    guarded("directive", std::ptr::null(), || {
-        // SAFETY: Apache calls directive handlers with a valid cmd_parms.
-        let cmd_ref = unsafe { &*cmd };
-        if global_only {
-            // SAFETY: documented Apache API; returns null or an error string from cmd's pool
-            // that names the directive and the section it may not appear in.
-            let e = unsafe { b::ap_check_cmd_context(cmd, b::GLOBAL_ONLY as u32) };
-            if !e.is_null() {
-                return e;
-            }
+fn apply(cmd: &mut b::cmd_parms, arg: &CStr, global_only: bool, set: Setter) -> *const c_char {
+    if global_only {
+        // SAFETY: documented Apache API; returns null or an error string from cmd's pool
+        // that names the directive and the section it may not appear in.
+        let e = unsafe { b::ap_check_cmd_context(cmd, b::GLOBAL_ONLY as u32) };
+        if !e.is_null() {
+            return e;
         }
-        // SAFETY: Apache passes the argument as a NUL-terminated string from the config pool.
-        let value = unsafe { CStr::from_ptr(arg) }.to_string_lossy();
-        // SAFETY: cmd->server is the server whose section is being parsed.
-        let result = match unsafe { server_conf::of(cmd_ref.server) } {
-            Some(conf) => set(conf, &value),
-            None => Err("mod_socket_guard: no server config (out of memory?)".into()),
-        };
-        match result {
-            Ok(()) => std::ptr::null(),
-            Err(msg) => error_string(cmd_ref.pool, &msg),
-        }
-    })
+    }
+    let value = arg.to_string_lossy();
+    // SAFETY: directive handlers run while Apache reads the configuration, single-threaded in
+    // the parent; cmd->server is the server whose section is being parsed.
+    let result =
+        unsafe { server_conf::update_at_config_time(cmd.server, |conf| set(conf, &value)) }
+            .unwrap_or_else(|| Err("mod_socket_guard: no server config (out of memory?)".into()));
+    match result {
+        Ok(()) => std::ptr::null(),
+        Err(msg) => error_string(cmd.pool, &msg),
+    }
 }
 
 /// Copies an error message into the command's pool, where Apache expects it.
@@ -50,18 +39,23 @@ fn error_string(pool: *mut b::apr_pool_t, msg: &str) -> *const c_char {
     unsafe { b::apr_pstrdup(pool, c.as_ptr()) }
 }
 
+/// One TAKE1 directive handler: `cmd_parms` and the argument read by `callback!`, the rest
+/// done by `apply` with the given parser.
 macro_rules! directive {
     ($fn_name:ident, global_only = $global:expr, |$conf:ident, $v:ident| $body:expr) => {
-        pub unsafe extern "C" fn $fn_name(
-            cmd: *mut b::cmd_parms,
-            _dir: *mut c_void,
-            arg: *const c_char,
-        ) -> *const c_char {
-            apply(cmd, arg, $global, |$conf, $v| {
-                $body;
-                Ok(())
-            })
-        }
+        super::callback::callback!(
+            #[on_panic(std::ptr::null(), "directive")]
+            pub fn $fn_name(
+                cmd: &mut b::cmd_parms,
+                _dir: *mut c_void,
+                arg: &CStr,
+            ) -> *const c_char {
+                apply(cmd, arg, $global, |$conf, $v| {
+                    $body;
+                    Ok(())
+                })
+            }
+        );
     };
 }
 

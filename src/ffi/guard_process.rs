@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::bindings as b;
 use super::boundary::guarded;
+use super::callback::callback;
 use super::log;
 use crate::messages;
 use crate::runtime;
@@ -97,9 +98,10 @@ unsafe fn fork_guard(sp: *mut Spawn) {
     );
 }
 
-/// Called by the MPM (root parent) about the guard process: on its death it is forked again.
-unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int) {
-    guarded("guard process maintenance", (), || {
+callback!(
+    /// Called by the MPM (root parent) about the guard process: on its death it is forked again.
+    #[on_panic((), "guard process maintenance")]
+    fn maintenance(reason: c_int, data: *mut c_void, status: c_int) {
         let sp = data as *mut Spawn;
         // SAFETY: `data` is the Spawn registered with this callback, alive in pconf.
         let pid = unsafe { (*sp).process.pid };
@@ -163,8 +165,8 @@ unsafe extern "C" fn maintenance(reason: c_int, data: *mut c_void, status: c_int
             }
             _ => {}
         }
-    })
-}
+    }
+);
 
 /// The MPM is ending every child (it calls the other-child callbacks with RESTART from its
 /// reclaim loop, right after the first SIGTERM). The current generation's worker/event children

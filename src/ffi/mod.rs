@@ -2,6 +2,7 @@
 //! callbacks. Each callback is a thin shell over the plain-Rust modules of the crate.
 pub mod bindings;
 pub mod boundary;
+pub mod callback;
 pub mod conn;
 pub mod directives;
 pub mod guard_process;

@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_void};
 use std::ptr::{addr_of, null, null_mut};
 
 use super::bindings as b;
+use super::callback::callback;
 use super::{directives, hooks, server_conf, status_handler};
 
 /// Wrapper so the command table (which holds raw pointers) can be an immutable static.
@@ -60,9 +61,6 @@ static COMMANDS: CommandTable<9> = CommandTable([
     },
 ]);
 
-/// http_config.h's AP_MODULE_FLAG_ALWAYS_MERGE (a macro bindgen does not see).
-const AP_MODULE_FLAG_ALWAYS_MERGE: i32 = 1 << 0;
-
 #[no_mangle]
 #[allow(non_upper_case_globals)]
 pub static mut socket_guard_module: b::module = b::module {
@@ -83,7 +81,7 @@ pub static mut socket_guard_module: b::module = b::module {
     register_hooks: Some(register_hooks),
     // Without ALWAYS_MERGE, a vhost that uses none of our directives shares the main server's
     // config struct, and the per-server vhost index written at post_config would collide.
-    flags: AP_MODULE_FLAG_ALWAYS_MERGE,
+    flags: b::AP_MODULE_FLAG_ALWAYS_MERGE,
 };
 
 /// The module struct's address, for `ap_get_module_config` and friends.
@@ -98,9 +96,10 @@ pub fn module_index() -> i32 {
     unsafe { (*addr_of!(socket_guard_module)).module_index }
 }
 
-unsafe extern "C" fn register_hooks(_p: *mut b::apr_pool_t) {
-    super::boundary::install_quiet_hook();
-    super::boundary::guarded("register_hooks", (), || {
+callback!(
+    #[on_panic(())]
+    fn register_hooks(_p: *mut b::apr_pool_t) {
+        super::boundary::install_quiet_hook();
         let middle = b::APR_HOOK_MIDDLE;
         // SAFETY: registering hook functions with Apache's hook API during register_hooks,
         // which is exactly when it expects them; the function pointers are to `extern "C"`
@@ -149,8 +148,8 @@ unsafe extern "C" fn register_hooks(_p: *mut b::apr_pool_t) {
                 middle,
             );
         }
-    })
-}
+    }
+);
 
 /// `ap_hook_child_stopping` exists from httpd 2.4.49 on. It is looked up at run time so the
 /// module still loads into an older httpd, which then only lacks the prompt stop.

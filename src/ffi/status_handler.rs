@@ -3,7 +3,7 @@
 use std::ffi::{c_int, CString};
 
 use super::bindings as b;
-use super::boundary::guarded;
+use super::callback::callback;
 use super::{conn, log};
 use crate::clock::mono_ms;
 use crate::kernel::{self, sock_diag::DiagSocket};
@@ -35,78 +35,71 @@ fn take_snapshot() -> Snapshot {
 }
 
 /// Writes `body` to the client.
-///
-/// # Safety
-/// `r` must be the live request being handled.
-unsafe fn write_body(r: *mut b::request_rec, body: &str) {
-    // SAFETY: per the contract; ap_rwrite copies `len` bytes from the buffer.
+fn write_body(r: &mut b::request_rec, body: &str) {
+    // SAFETY: r is the live request being answered; ap_rwrite copies `len` bytes from the
+    // buffer.
     unsafe { b::ap_rwrite(body.as_ptr() as *const _, body.len() as c_int, r) };
 }
 
-pub unsafe extern "C" fn handler(r: *mut b::request_rec) -> c_int {
-    guarded(
-        "socket-status handler",
-        b::HTTP_INTERNAL_SERVER_ERROR,
-        || {
-            // SAFETY: Apache passes the live request being handled.
-            let rr = unsafe { &mut *r };
-            // Runs for every request of the server: compare bytes, convert nothing.
-            // SAFETY: r->handler is null or a NUL-terminated string.
-            if unsafe { conn::bytes(rr.handler) } != HANDLER_NAME {
-                return b::DECLINED;
+callback!(
+    /// The `socket-status` handler: GET and HEAD only, output chosen by the query string.
+    #[on_panic(b::HTTP_INTERNAL_SERVER_ERROR, "socket-status handler")]
+    pub fn handler(r: &mut b::request_rec) -> c_int {
+        // Runs for every request of the server: compare bytes, convert nothing.
+        // SAFETY: r->handler is null or a NUL-terminated string.
+        if unsafe { conn::bytes(r.handler) } != HANDLER_NAME {
+            return b::DECLINED;
+        }
+        if r.method_number != b::M_GET {
+            // HEAD is M_GET with header_only set, so it is allowed too.
+            r.allowed |= 1 << b::M_GET;
+            return b::HTTP_METHOD_NOT_ALLOWED;
+        }
+        // SAFETY: r->args is null or the NUL-terminated query string.
+        let args = unsafe { (!r.args.is_null()).then(|| conn::text(r.args)) };
+        let q = match query::parse(args.as_deref()) {
+            Ok(q) => q,
+            Err(e) => {
+                log::log(
+                    log::Level::Info,
+                    r.server,
+                    messages::BAD_STATUS_QUERY,
+                    &format!("bad /socket-status query: {e}"),
+                );
+                return b::HTTP_BAD_REQUEST;
             }
-            if rr.method_number != b::M_GET {
-                // HEAD is M_GET with header_only set, so it is allowed too.
-                rr.allowed |= 1 << b::M_GET;
-                return b::HTTP_METHOD_NOT_ALLOWED;
-            }
-            // SAFETY: r->args is null or the NUL-terminated query string.
-            let args = unsafe { (!rr.args.is_null()).then(|| conn::text(rr.args)) };
-            let q = match query::parse(args.as_deref()) {
-                Ok(q) => q,
-                Err(e) => {
-                    log::log(
-                        log::Level::Info,
-                        rr.server,
-                        messages::BAD_STATUS_QUERY,
-                        &format!("bad /socket-status query: {e}"),
-                    );
-                    return b::HTTP_BAD_REQUEST;
-                }
-            };
-            let ctype = CString::new(query::content_type(q.format)).unwrap_or_default();
-            // SAFETY: ap_set_content_type keeps the pointer, so it must live as long as the
-            // request: copy it into r->pool first.
-            unsafe { b::ap_set_content_type(r, b::apr_pstrdup(rr.pool, ctype.as_ptr())) };
-            if rr.header_only != 0 {
-                return b::OK;
-            }
-            let snap = take_snapshot();
-            let body = match q.format {
-                Format::Html => html::render(&snap, q.refresh),
-                Format::Auto => auto::render(&snap),
-                Format::Json => json::render(&snap),
-                Format::Metrics => metrics::render(&snap),
-            };
-            // SAFETY: r is the live request.
-            unsafe { write_body(r, &body) };
-            b::OK
-        },
-    )
-}
+        };
+        let ctype = CString::new(query::content_type(q.format)).unwrap_or_default();
+        // SAFETY: ap_set_content_type keeps the pointer, so it must live as long as the
+        // request: copy it into r->pool first.
+        unsafe { b::ap_set_content_type(r, b::apr_pstrdup(r.pool, ctype.as_ptr())) };
+        if r.header_only != 0 {
+            return b::OK;
+        }
+        let snap = take_snapshot();
+        let body = match q.format {
+            Format::Html => html::render(&snap, q.refresh),
+            Format::Auto => auto::render(&snap),
+            Format::Json => json::render(&snap),
+            Format::Metrics => metrics::render(&snap),
+        };
+        write_body(r, &body);
+        b::OK
+    }
+);
 
-/// mod_status's `status_hook`: a short section on /server-status (HTML) or `SocketGuard*`
-/// lines on /server-status?auto.
-pub unsafe extern "C" fn status_hook(r: *mut b::request_rec, flags: c_int) -> c_int {
-    guarded("server-status section", b::OK, || {
+callback!(
+    /// mod_status's `status_hook`: a short section on /server-status (HTML) or `SocketGuard*`
+    /// lines on /server-status?auto.
+    #[on_panic(b::OK, "server-status section")]
+    pub fn status_hook(r: &mut b::request_rec, flags: c_int) -> c_int {
         let snap = take_snapshot();
         let text = if flags & b::AP_STATUS_SHORT != 0 {
             server_status::auto_lines(&snap)
         } else {
             server_status::html_section(&snap)
         };
-        // SAFETY: mod_status calls the hook with the live request it is answering.
-        unsafe { write_body(r, &text) };
+        write_body(r, &text);
         b::OK
-    })
-}
+    }
+);

@@ -112,64 +112,13 @@ pub fn stop_abandoned(
             live |= !is_idle(slot);
             continue;
         };
-        let t0 = slot
-            .abandoned_since_mono_ms
-            .load(Relaxed)
-            .saturating_add(timeout);
-        let flags = slot.flags.load(Relaxed);
-        let step_at = if flags & FLAG_CGI_KILL != 0 {
-            t0 + 2 * GRACE_MS
-        } else if flags & FLAG_CGI_TERM != 0 {
-            t0 + GRACE_MS
-        } else {
-            t0
-        };
-        if now < step_at {
-            live = true; // not ready to end the child yet
-            d.next = Some(d.next.map_or(step_at, |n| n.min(step_at)));
-            continue;
-        }
-        let ev = describe(table, i, slot, now, Why::AbandonedTimeout);
-        if flags & FLAG_CGI_KILL != 0 {
-            // CGIs killed GRACE_MS ago and the handler still runs: only ending the child helps.
-            wants_end.get_or_insert(ev);
-            continue;
-        }
-        let sig = if flags & FLAG_CGI_TERM != 0 {
-            libc::SIGKILL
-        } else {
-            libc::SIGTERM
-        };
-        match signal_serving(procs, slot, sig, ev) {
-            Some((ev, _)) => {
-                slot.flags.fetch_or(
-                    if sig == libc::SIGTERM {
-                        FLAG_CGI_TERM
-                    } else {
-                        FLAG_CGI_KILL
-                    },
-                    Relaxed,
-                );
-                if sig == libc::SIGTERM {
-                    count_cgi(table, slot);
-                }
-                events.push(ev);
+        match next_step(table, i, slot, timeout, now, procs, events) {
+            Step::Live(next) => {
                 live = true;
-                let next = step_at + GRACE_MS;
                 d.next = Some(d.next.map_or(next, |n| n.min(next)));
             }
-            None if sig == libc::SIGKILL => {
-                // The CGI is gone but the handler has not returned yet: give it one more grace.
-                slot.flags.fetch_or(FLAG_CGI_KILL, Relaxed);
-                live = true;
-                d.next = Some(
-                    d.next
-                        .map_or(step_at + GRACE_MS, |n| n.min(step_at + GRACE_MS)),
-                );
-            }
-            None => {
-                // No CGI serves it: the handler runs inside this child.
-                wants_end.get_or_insert(describe(table, i, slot, now, Why::AbandonedTimeout));
+            Step::EndChild(ev) => {
+                wants_end.get_or_insert(ev);
             }
         }
     }
@@ -181,6 +130,70 @@ pub fn stop_abandoned(
         d.next = Some(d.next.map_or(again, |n| n.min(again)));
     }
     d
+}
+
+/// What one abandoned connection needs from its child after `next_step`.
+enum Step {
+    /// Its handler still runs and has a next step at this time (or is not due yet).
+    Live(u64),
+    /// Only ending the child stops its handler.
+    EndChild(Stopped),
+}
+
+/// Takes the step that is due for connection `i`, abandoned with `timeout`: SIGTERM to its
+/// CGIs at the timeout, SIGKILL `GRACE_MS` later, ending the child another grace later or
+/// when no CGI serves it.
+fn next_step(
+    table: &SharedTable,
+    i: usize,
+    slot: &Slot,
+    timeout: u64,
+    now: u64,
+    procs: &mut impl Processes,
+    events: &mut Vec<Stopped>,
+) -> Step {
+    let t0 = slot
+        .abandoned_since_mono_ms
+        .load(Relaxed)
+        .saturating_add(timeout);
+    let flags = slot.flags.load(Relaxed);
+    let step_at = if flags & FLAG_CGI_KILL != 0 {
+        t0 + 2 * GRACE_MS
+    } else if flags & FLAG_CGI_TERM != 0 {
+        t0 + GRACE_MS
+    } else {
+        t0
+    };
+    if now < step_at {
+        return Step::Live(step_at); // not ready to end the child yet
+    }
+    let ev = describe(table, i, slot, now, Why::AbandonedTimeout);
+    if flags & FLAG_CGI_KILL != 0 {
+        // CGIs killed GRACE_MS ago and the handler still runs: only ending the child helps.
+        return Step::EndChild(ev);
+    }
+    let (sig, flag) = if flags & FLAG_CGI_TERM != 0 {
+        (libc::SIGKILL, FLAG_CGI_KILL)
+    } else {
+        (libc::SIGTERM, FLAG_CGI_TERM)
+    };
+    match signal_serving(procs, slot, sig, ev) {
+        Some((ev, _)) => {
+            slot.flags.fetch_or(flag, Relaxed);
+            if sig == libc::SIGTERM {
+                count_cgi(table, slot);
+            }
+            events.push(ev);
+            Step::Live(step_at + GRACE_MS)
+        }
+        None if sig == libc::SIGKILL => {
+            // The CGI is gone but the handler has not returned yet: give it one more grace.
+            slot.flags.fetch_or(FLAG_CGI_KILL, Relaxed);
+            Step::Live(step_at + GRACE_MS)
+        }
+        // No CGI serves it: the handler runs inside this child.
+        None => Step::EndChild(describe(table, i, slot, now, Why::AbandonedTimeout)),
+    }
 }
 
 /// After a graceful restart: whether this old-generation child is past the deadline and

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::config::AutoClose;
 use crate::kernel::TCP_CLOSE_WAIT;
 use crate::sys::socket::{Refusal, TcpInfo};
-use crate::table::layout::Slot;
+use crate::table::layout::{Slot, VhostRow};
 use crate::table::slot::{FLAG_ABANDONED, FLAG_FORCE_CLOSED, FLAG_REPORTED, FLAG_SAMPLED};
 use crate::table::SharedTable;
 
@@ -117,16 +117,7 @@ fn act_on_slot(
     }
     let acked = slot.acked_bytes.load(Relaxed);
     let mode = AutoClose::from_u8(vhost.auto_close.load(Relaxed) as u8);
-    let verdict = match mode {
-        AutoClose::On => closer.shutdown_if_same(view.fd, view.inode, acked),
-        AutoClose::Off | AutoClose::Report => match closer.tcp_info(view.fd, view.inode) {
-            Ok(i) if i.state != TCP_CLOSE_WAIT => Err(Refusal::NotCloseWait(i.state)),
-            Ok(i) if i.bytes_acked != acked => Err(Refusal::Progressing(i.bytes_acked)),
-            Ok(_) => Ok(()),
-            Err(r) => Err(r),
-        },
-    };
-    let outcome = match verdict {
+    let outcome = match check(closer, mode, view.fd, view.inode, acked) {
         Err(Refusal::Progressing(now_acked)) => {
             // A half-closed client still reading: healthy. Start the period again.
             slot.acked_bytes.store(now_acked, Relaxed);
@@ -139,24 +130,7 @@ fn act_on_slot(
             table.end_close_wait(slot, tag);
             Outcome::Skipped(refusal_text(&why, view.fd))
         }
-        Ok(()) => {
-            slot.abandoned_since_mono_ms.store(now, Relaxed);
-            slot.flags.fetch_or(FLAG_ABANDONED, Relaxed);
-            match mode {
-                AutoClose::Off => return None,
-                AutoClose::Report => {
-                    slot.flags.fetch_or(FLAG_REPORTED, Relaxed);
-                    vhost.reported.fetch_add(1, Relaxed);
-                    Outcome::Reported
-                }
-                AutoClose::On => {
-                    slot.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
-                    table.end_close_wait(slot, tag);
-                    vhost.force_closed_guard.fetch_add(1, Relaxed);
-                    Outcome::ForceClosed
-                }
-            }
-        }
+        Ok(()) => client_gone(table, slot, tag, vhost, mode, now)?,
     };
     let (vname, vport) = table.vhost_name(view.vhost);
     events.push(Event {
@@ -169,6 +143,54 @@ fn act_on_slot(
         close_wait_ms: now.saturating_sub(since),
     });
     None
+}
+
+/// Confirms the recorded socket is still in CLOSE_WAIT with no data moving; under
+/// `AutoClose On` it is shut down in the same step.
+fn check(
+    closer: &mut impl Closer,
+    mode: AutoClose,
+    fd: i32,
+    inode: u64,
+    acked: u64,
+) -> Result<(), Refusal> {
+    match mode {
+        AutoClose::On => closer.shutdown_if_same(fd, inode, acked),
+        AutoClose::Off | AutoClose::Report => match closer.tcp_info(fd, inode) {
+            Ok(i) if i.state != TCP_CLOSE_WAIT => Err(Refusal::NotCloseWait(i.state)),
+            Ok(i) if i.bytes_acked != acked => Err(Refusal::Progressing(i.bytes_acked)),
+            Ok(_) => Ok(()),
+            Err(r) => Err(r),
+        },
+    }
+}
+
+/// The client is gone: mark the connection abandoned and count what the vhost's mode did.
+/// None under `AutoClose Off`, which logs nothing.
+fn client_gone(
+    table: &SharedTable,
+    slot: &Slot,
+    tag: u32,
+    vhost: &VhostRow,
+    mode: AutoClose,
+    now: u64,
+) -> Option<Outcome> {
+    slot.abandoned_since_mono_ms.store(now, Relaxed);
+    slot.flags.fetch_or(FLAG_ABANDONED, Relaxed);
+    match mode {
+        AutoClose::Off => None,
+        AutoClose::Report => {
+            slot.flags.fetch_or(FLAG_REPORTED, Relaxed);
+            vhost.reported.fetch_add(1, Relaxed);
+            Some(Outcome::Reported)
+        }
+        AutoClose::On => {
+            slot.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
+            table.end_close_wait(slot, tag);
+            vhost.force_closed_guard.fetch_add(1, Relaxed);
+            Some(Outcome::ForceClosed)
+        }
+    }
 }
 
 fn refusal_text(why: &Refusal, fd: i32) -> String {

@@ -46,8 +46,19 @@ fn class_key(class: CloseWaitClass) -> Option<&'static str> {
 
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::with_capacity(2048);
-    let t = &s.totals;
     // `write!` to a String cannot fail; the results are ignored on purpose.
+    server(&mut o, s);
+    totals(&mut o, s);
+    kernel(&mut o, s);
+    scanner(&mut o, s);
+    vhosts(&mut o, s);
+    children(&mut o, s);
+    leaked(&mut o, s);
+    o
+}
+
+/// The server, the table and its settings.
+fn server(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o, "ServerVersion: {}", auto_value(&s.server_version));
     let _ = writeln!(o, "ServerMPM: {}", auto_value(&s.mpm));
     let _ = writeln!(o, "ModuleVersion: {}", auto_value(&s.module_version));
@@ -57,6 +68,11 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "SlotsUsed: {}", s.slots_used);
     let _ = writeln!(o, "ScanIntervalMs: {}", s.scan_interval_ms);
     let _ = writeln!(o, "GracefulDeadlineMs: {}", s.graceful_deadline_ms);
+}
+
+/// Server-wide connection counters and open connections per state.
+fn totals(o: &mut String, s: &Snapshot) {
+    let t = &s.totals;
     let _ = writeln!(o, "Accepted: {}", t.accepted);
     let _ = writeln!(o, "Requests: {}", t.requests);
     let _ = writeln!(o, "Closed: {}", t.closed);
@@ -72,6 +88,10 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "Untracked: {}", t.untracked);
     let _ = writeln!(o, "StoppedCgi: {}", t.stopped_cgi);
     let _ = writeln!(o, "StoppedChild: {}", t.stopped_child);
+}
+
+/// The kernel's view: CLOSE_WAIT sockets by kind and class, the verdict.
+fn kernel(o: &mut String, s: &Snapshot) {
     let k = &s.kernel;
     let view = if k.available {
         "available"
@@ -90,6 +110,10 @@ pub fn render(s: &Snapshot) -> String {
     }
     let _ = writeln!(o, "CloseWaitVerdict: {}", k.verdict.name());
     let _ = writeln!(o, "OldestCloseWaitMs: {}", k.oldest_close_wait_ms);
+}
+
+/// The scanner, the guard process, abandoned work and the CLOSE_WAIT histogram's totals.
+fn scanner(o: &mut String, s: &Snapshot) {
     let sc = &s.scanner;
     let _ = writeln!(o, "ScannerPid: {}", sc.pid);
     let _ = writeln!(o, "Scans: {}", sc.scans);
@@ -100,10 +124,14 @@ pub fn render(s: &Snapshot) -> String {
     let _ = writeln!(o, "GuardProcessReach: {}", sc.guard_reach);
     let _ = writeln!(o, "Rescue: {}", if sc.rescue { "On" } else { "Off" });
     let _ = writeln!(o, "ForceClosedHeld: {}", force_closed_held(s));
-    let _ = writeln!(o, "AbandonedNow: {}", t.abandoned_now);
+    let _ = writeln!(o, "AbandonedNow: {}", s.totals.abandoned_now);
     let h = &s.close_wait_histogram;
     let _ = writeln!(o, "CloseWaitSecondsCount: {}", h.count());
     let _ = writeln!(o, "CloseWaitSecondsSum: {}", float_fixed(h.sum_secs, 3));
+}
+
+/// One `Vhost:` line per vhost.
+fn vhosts(o: &mut String, s: &Snapshot) {
     for v in &s.vhosts {
         let _ = writeln!(
             o,
@@ -125,6 +153,10 @@ pub fn render(s: &Snapshot) -> String {
             v.stopped_child
         );
     }
+}
+
+/// One `Child:` line per child.
+fn children(o: &mut String, s: &Snapshot) {
     for c in &s.children {
         let _ = writeln!(
             o,
@@ -136,9 +168,13 @@ pub fn render(s: &Snapshot) -> String {
             u8::from(c.hung)
         );
     }
+}
+
+/// One `Leaked:` line per leaked socket.
+fn leaked(o: &mut String, s: &Snapshot) {
     // One line per leaked socket; the holder's command name is untrusted text (another
     // program chose it), so it is made a single token like a vhost name.
-    for l in &k.leaked {
+    for l in &s.kernel.leaked {
         let _ = writeln!(
             o,
             "Leaked: client={} port={} holder={} comm={} closed={}",
@@ -149,7 +185,6 @@ pub fn render(s: &Snapshot) -> String {
             u8::from(l.closed)
         );
     }
-    o
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use super::auto::force_closed_held;
 use super::escape::{float, ms_as_secs, prom_label};
-use super::model::{CloseWaitClass, Snapshot, Verdict, VhostRow};
+use super::model::{ChildRow, CloseWaitClass, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
 use crate::table::state::ConnState;
 
@@ -54,10 +54,72 @@ fn vhosts_by_label(s: &Snapshot) -> Vec<(String, VhostRow)> {
 
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::with_capacity(4096);
-    let t = &s.totals;
+    let vhosts = vhosts_by_label(s);
+    connections(&mut o, s);
+    flow(&mut o, s);
+    outcomes(&mut o, &vhosts);
+    table(&mut o, s);
+    kernel(&mut o, s);
+    histogram(&mut o, s);
+    vhost_rows(&mut o, &vhosts);
+    server(&mut o, s);
+    children(&mut o, s);
+    o
+}
 
+/// Reads one number of a vhost row.
+type VhostValue<T> = fn(&VhostRow) -> T;
+
+/// A family with one sample per vhost, labelled `vhost`.
+fn per_vhost<D: std::fmt::Display>(
+    o: &mut String,
+    vhosts: &[(String, VhostRow)],
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&VhostRow) -> D,
+) {
+    family(o, name, kind, help);
+    for (l, v) in vhosts {
+        let _ = writeln!(o, "{P}{name}{{vhost=\"{l}\"}} {}", value(v));
+    }
+}
+
+/// A counter family with two samples per vhost, told apart by label `key`.
+fn per_vhost_split(
+    o: &mut String,
+    vhosts: &[(String, VhostRow)],
+    (name, help): (&str, &str),
+    key: &str,
+    parts: [(&str, VhostValue<u64>); 2],
+) {
+    family(o, name, "counter", help);
+    for (l, v) in vhosts {
+        for (part, value) in parts {
+            let _ = writeln!(
+                o,
+                "{P}{name}{{vhost=\"{l}\",{key}=\"{part}\"}} {}",
+                value(v)
+            );
+        }
+    }
+}
+
+/// A gauge family with one sample per child, labelled `pid`.
+fn per_child<D: std::fmt::Display>(
+    o: &mut String,
+    s: &Snapshot,
+    (name, help): (&str, &str),
+    value: impl Fn(&ChildRow) -> D,
+) {
+    family(o, name, "gauge", help);
+    for c in &s.children {
+        let _ = writeln!(o, "{P}{name}{{pid=\"{}\"}} {}", c.pid, value(c));
+    }
+}
+
+/// Connections by state, force-closed ones included.
+fn connections(o: &mut String, s: &Snapshot) {
     family(
-        &mut o,
+        o,
         "connections",
         "gauge",
         "Connections by lifecycle state: the open states, plus force_closed ones the guard \
@@ -68,7 +130,7 @@ pub fn render(s: &Snapshot) -> String {
             o,
             "{P}connections{{state=\"{}\"}} {}",
             st.name(),
-            open_in(t, st)
+            open_in(&s.totals, st)
         );
     }
     // Not an open state, so not in `open_by_state`: counted from the rows.
@@ -78,128 +140,136 @@ pub fn render(s: &Snapshot) -> String {
         ConnState::ForceClosed.name(),
         force_closed_held(s)
     );
-    scalar(
-        &mut o,
-        "accepted_total",
-        "counter",
-        "Connections accepted.",
-        t.accepted,
-    );
-    scalar(
-        &mut o,
-        "requests_total",
-        "counter",
-        "Requests served.",
-        t.requests,
-    );
-    scalar(
-        &mut o,
-        "closed_total",
-        "counter",
-        "Connections closed normally.",
-        t.closed,
-    );
-    scalar(
-        &mut o,
-        "close_wait_connections",
-        "gauge",
-        "Tracked connections the kernel shows in CLOSE_WAIT now.",
-        t.close_wait_now,
-    );
+}
 
-    let vhosts = vhosts_by_label(s);
-    family(
-        &mut o,
-        "force_closed_total",
-        "counter",
-        "CLOSE_WAIT connections shut down, by the in-child guard or the parent rescue.",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(
-            o,
-            "{P}force_closed_total{{vhost=\"{l}\",by=\"guard\"}} {}",
-            v.force_closed_guard
-        );
-        let _ = writeln!(
-            o,
-            "{P}force_closed_total{{vhost=\"{l}\",by=\"rescue\"}} {}",
-            v.force_closed_rescue
-        );
+/// Several unlabelled families: (name, type, help, value).
+fn scalars(o: &mut String, rows: &[(&str, &str, &str, String)]) {
+    for (name, kind, help, value) in rows {
+        scalar(o, name, kind, help, value);
     }
-    family(
-        &mut o,
-        "reported_total",
-        "counter",
-        "CLOSE_WAIT connections reported (AutoClose Report).",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(o, "{P}reported_total{{vhost=\"{l}\"}} {}", v.reported);
-    }
-    family(
-        &mut o,
-        "stopped_total",
-        "counter",
-        "Abandoned work stopped: the CGI of a request whose client is gone, or a child process.",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(
-            o,
-            "{P}stopped_total{{vhost=\"{l}\",what=\"cgi\"}} {}",
-            v.stopped_cgi
-        );
-        let _ = writeln!(
-            o,
-            "{P}stopped_total{{vhost=\"{l}\",what=\"child\"}} {}",
-            v.stopped_child
-        );
-    }
-    scalar(
-        &mut o,
-        "abandoned_connections",
-        "gauge",
-        "Connections whose client is gone while their handler still runs.",
-        t.abandoned_now,
-    );
-    scalar(
-        &mut o,
-        "reclaimed_total",
-        "counter",
-        "Slots freed by the parent after their owner died.",
-        t.reclaimed,
-    );
-    scalar(
-        &mut o,
-        "untracked_total",
-        "counter",
-        "Connections served untracked because the table was full.",
-        t.untracked,
-    );
+}
 
-    family(&mut o, "slots", "gauge", "Connection table slots.");
+/// Server-wide connection counters.
+fn flow(o: &mut String, s: &Snapshot) {
+    let t = &s.totals;
+    scalars(
+        o,
+        &[
+            (
+                "accepted_total",
+                "counter",
+                "Connections accepted.",
+                t.accepted.to_string(),
+            ),
+            (
+                "requests_total",
+                "counter",
+                "Requests served.",
+                t.requests.to_string(),
+            ),
+            (
+                "closed_total",
+                "counter",
+                "Connections closed normally.",
+                t.closed.to_string(),
+            ),
+            (
+                "close_wait_connections",
+                "gauge",
+                "Tracked connections the kernel shows in CLOSE_WAIT now.",
+                t.close_wait_now.to_string(),
+            ),
+        ],
+    );
+}
+
+/// Per vhost: what the guard did to CLOSE_WAIT connections and abandoned work.
+fn outcomes(o: &mut String, vhosts: &[(String, VhostRow)]) {
+    per_vhost_split(
+        o,
+        vhosts,
+        (
+            "force_closed_total",
+            "CLOSE_WAIT connections shut down, by the in-child guard or the parent rescue.",
+        ),
+        "by",
+        [
+            ("guard", |v| v.force_closed_guard),
+            ("rescue", |v| v.force_closed_rescue),
+        ],
+    );
+    per_vhost(
+        o,
+        vhosts,
+        (
+            "reported_total",
+            "counter",
+            "CLOSE_WAIT connections reported (AutoClose Report).",
+        ),
+        |v| v.reported,
+    );
+    per_vhost_split(
+        o,
+        vhosts,
+        (
+            "stopped_total",
+            "Abandoned work stopped: the CGI of a request whose client is gone, or a child process.",
+        ),
+        "what",
+        [("cgi", |v| v.stopped_cgi), ("child", |v| v.stopped_child)],
+    );
+}
+
+/// Abandoned handlers now, the table's own counters and its size.
+fn table(o: &mut String, s: &Snapshot) {
+    let t = &s.totals;
+    scalars(
+        o,
+        &[
+            (
+                "abandoned_connections",
+                "gauge",
+                "Connections whose client is gone while their handler still runs.",
+                t.abandoned_now.to_string(),
+            ),
+            (
+                "reclaimed_total",
+                "counter",
+                "Slots freed by the parent after their owner died.",
+                t.reclaimed.to_string(),
+            ),
+            (
+                "untracked_total",
+                "counter",
+                "Connections served untracked because the table was full.",
+                t.untracked.to_string(),
+            ),
+        ],
+    );
+    family(o, "slots", "gauge", "Connection table slots.");
     let _ = writeln!(o, "{P}slots{{kind=\"total\"}} {}", s.slots_total);
     let _ = writeln!(o, "{P}slots{{kind=\"used\"}} {}", s.slots_used);
+}
 
+/// The kernel's view: CLOSE_WAIT sockets by kind and class, the verdict, the oldest one.
+fn kernel(o: &mut String, s: &Snapshot) {
     let k = &s.kernel;
     family(
-        &mut o,
+        o,
         "kernel_close_wait",
         "gauge",
         "CLOSE_WAIT sockets on this server's listening ports as the kernel sees them.",
     );
-    let _ = writeln!(o, "{P}kernel_close_wait{{kind=\"tracked\"}} {}", k.tracked);
-    let _ = writeln!(
-        o,
-        "{P}kernel_close_wait{{kind=\"untracked\"}} {}",
-        k.untracked
-    );
-    let _ = writeln!(
-        o,
-        "{P}kernel_close_wait{{kind=\"leaked\"}} {}",
-        k.leaked_count
-    );
-    let _ = writeln!(o, "{P}kernel_close_wait{{kind=\"backlog\"}} {}", k.backlog);
+    for (kind, n) in [
+        ("tracked", k.tracked),
+        ("untracked", k.untracked),
+        ("leaked", k.leaked_count),
+        ("backlog", k.backlog),
+    ] {
+        let _ = writeln!(o, "{P}kernel_close_wait{{kind=\"{kind}\"}} {n}");
+    }
     family(
-        &mut o,
+        o,
         "close_wait_sockets",
         "gauge",
         "Kernel CLOSE_WAIT sockets on this server's listening ports by who holds them.",
@@ -214,7 +284,7 @@ pub fn render(s: &Snapshot) -> String {
     }
     // A state set, like vhost_auto_close: 1 for the current verdict, 0 for the others.
     family(
-        &mut o,
+        o,
         "close_wait_verdict",
         "gauge",
         "Whether CLOSE_WAIT sockets look like normal churn or a leak (1 = current verdict).",
@@ -228,87 +298,66 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
     scalar(
-        &mut o,
+        o,
         "close_wait_oldest_seconds",
         "gauge",
         "Longest time a tracked socket has been in CLOSE_WAIT now (0 if none).",
         ms_as_secs(k.oldest_close_wait_ms),
     );
     scalar(
-        &mut o,
+        o,
         "kernel_view_available",
         "gauge",
         "1 if the kernel socket view could be read.",
         u8::from(k.available),
     );
+}
 
-    histogram(&mut o, s);
-
-    family(
-        &mut o,
-        "vhost_accepted_total",
-        "counter",
-        "Connections accepted per virtual host.",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(o, "{P}vhost_accepted_total{{vhost=\"{l}\"}} {}", v.accepted);
-    }
-    family(
-        &mut o,
-        "vhost_open_connections",
-        "gauge",
-        "Open connections per virtual host.",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(o, "{P}vhost_open_connections{{vhost=\"{l}\"}} {}", v.open);
-    }
-    family(
-        &mut o,
-        "vhost_close_wait_connections",
-        "gauge",
-        "Connections in CLOSE_WAIT now per virtual host.",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(
-            o,
-            "{P}vhost_close_wait_connections{{vhost=\"{l}\"}} {}",
-            v.close_wait_now
-        );
-    }
-    family(
-        &mut o,
-        "vhost_close_wait_timeout_seconds",
-        "gauge",
-        "SocketGuardCloseWaitTimeout per virtual host.",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(
-            o,
-            "{P}vhost_close_wait_timeout_seconds{{vhost=\"{l}\"}} {}",
-            ms_as_secs(v.close_wait_timeout_ms)
-        );
-    }
-    family(
-        &mut o,
-        "vhost_abandoned_timeout_seconds",
-        "gauge",
-        "SocketGuardAbandonedTimeout per virtual host (0 = Off).",
-    );
-    for (l, v) in &vhosts {
-        let _ = writeln!(
-            o,
-            "{P}vhost_abandoned_timeout_seconds{{vhost=\"{l}\"}} {}",
-            ms_as_secs(v.abandoned_timeout_ms)
-        );
+/// Per-vhost numbers and settings.
+fn vhost_rows(o: &mut String, vhosts: &[(String, VhostRow)]) {
+    let families: [(&str, &str, &str, VhostValue<String>); 5] = [
+        (
+            "vhost_accepted_total",
+            "counter",
+            "Connections accepted per virtual host.",
+            |v| v.accepted.to_string(),
+        ),
+        (
+            "vhost_open_connections",
+            "gauge",
+            "Open connections per virtual host.",
+            |v| v.open.to_string(),
+        ),
+        (
+            "vhost_close_wait_connections",
+            "gauge",
+            "Connections in CLOSE_WAIT now per virtual host.",
+            |v| v.close_wait_now.to_string(),
+        ),
+        (
+            "vhost_close_wait_timeout_seconds",
+            "gauge",
+            "SocketGuardCloseWaitTimeout per virtual host.",
+            |v| ms_as_secs(v.close_wait_timeout_ms),
+        ),
+        (
+            "vhost_abandoned_timeout_seconds",
+            "gauge",
+            "SocketGuardAbandonedTimeout per virtual host (0 = Off).",
+            |v| ms_as_secs(v.abandoned_timeout_ms),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        per_vhost(o, vhosts, (name, kind, help), value);
     }
     // A state set: one series per mode, 1 for the active one, so dashboards can filter on it.
     family(
-        &mut o,
+        o,
         "vhost_auto_close",
         "gauge",
         "SocketGuardAutoClose mode per virtual host (1 = active mode).",
     );
-    for (l, v) in &vhosts {
+    for (l, v) in vhosts {
         for mode in ["On", "Off", "Report"] {
             let on = u8::from(v.auto_close.name() == mode);
             let _ = writeln!(
@@ -317,13 +366,11 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+}
 
-    family(
-        &mut o,
-        "info",
-        "gauge",
-        "Server and module versions; always 1.",
-    );
+/// The server, its settings and the scanner.
+fn server(o: &mut String, s: &Snapshot) {
+    family(o, "info", "gauge", "Server and module versions; always 1.");
     let _ = writeln!(
         o,
         "{P}info{{server_version=\"{}\",mpm=\"{}\",module_version=\"{}\"}} 1",
@@ -331,94 +378,79 @@ pub fn render(s: &Snapshot) -> String {
         prom_label(&s.mpm),
         prom_label(&s.module_version)
     );
-    scalar(
-        &mut o,
-        "uptime_seconds",
-        "gauge",
-        "Seconds since the connection table was created.",
-        s.uptime_secs,
-    );
-    scalar(
-        &mut o,
-        "restart_generation",
-        "gauge",
-        "Restarts the connection table has seen.",
-        s.generation,
-    );
-    scalar(
-        &mut o,
-        "scan_interval_seconds",
-        "gauge",
-        "SocketGuardScanInterval.",
-        ms_as_secs(s.scan_interval_ms),
-    );
-    scalar(
-        &mut o,
-        "graceful_deadline_seconds",
-        "gauge",
-        "SocketGuardGracefulDeadline (0 = Off).",
-        ms_as_secs(s.graceful_deadline_ms),
-    );
     let sc = &s.scanner;
-    scalar(
-        &mut o,
-        "scans_total",
-        "counter",
-        "Kernel CLOSE_WAIT scans run (one child scans for the whole server).",
-        sc.scans,
+    scalars(
+        o,
+        &[
+            (
+                "uptime_seconds",
+                "gauge",
+                "Seconds since the connection table was created.",
+                s.uptime_secs.to_string(),
+            ),
+            (
+                "restart_generation",
+                "gauge",
+                "Restarts the connection table has seen.",
+                s.generation.to_string(),
+            ),
+            (
+                "scan_interval_seconds",
+                "gauge",
+                "SocketGuardScanInterval.",
+                ms_as_secs(s.scan_interval_ms),
+            ),
+            (
+                "graceful_deadline_seconds",
+                "gauge",
+                "SocketGuardGracefulDeadline (0 = Off).",
+                ms_as_secs(s.graceful_deadline_ms),
+            ),
+            (
+                "scans_total",
+                "counter",
+                "Kernel CLOSE_WAIT scans run (one child scans for the whole server).",
+                sc.scans.to_string(),
+            ),
+            (
+                "scan_errors_total",
+                "counter",
+                "Kernel CLOSE_WAIT scans that failed.",
+                sc.scan_errors.to_string(),
+            ),
+            (
+                "last_scan_duration_seconds",
+                "gauge",
+                "Duration of the last scan (kernel dump and join with the table).",
+                us_as_secs(sc.last_scan_us),
+            ),
+        ],
     );
-    scalar(
-        &mut o,
-        "scan_errors_total",
-        "counter",
-        "Kernel CLOSE_WAIT scans that failed.",
-        sc.scan_errors,
-    );
-    scalar(
-        &mut o,
-        "last_scan_duration_seconds",
-        "gauge",
-        "Duration of the last scan (kernel dump and join with the table).",
-        us_as_secs(sc.last_scan_us),
-    );
+}
 
-    family(
-        &mut o,
-        "child_checkin_age_seconds",
-        "gauge",
-        "Seconds since each child's guard last checked in.",
+/// Per-child check-in age, hung flag and open connections.
+fn children(o: &mut String, s: &Snapshot) {
+    per_child(
+        o,
+        s,
+        (
+            "child_checkin_age_seconds",
+            "Seconds since each child's guard last checked in.",
+        ),
+        |c| ms_as_secs(c.checkin_age_ms),
     );
-    for c in &s.children {
-        let _ = writeln!(
-            o,
-            "{P}child_checkin_age_seconds{{pid=\"{}\"}} {}",
-            c.pid,
-            ms_as_secs(c.checkin_age_ms)
-        );
-    }
-    family(
-        &mut o,
-        "child_hung",
-        "gauge",
-        "1 if the child's guard stopped checking in.",
+    per_child(
+        o,
+        s,
+        ("child_hung", "1 if the child's guard stopped checking in."),
+        |c| u8::from(c.hung),
     );
-    for c in &s.children {
-        let _ = writeln!(o, "{P}child_hung{{pid=\"{}\"}} {}", c.pid, u8::from(c.hung));
-    }
-    family(
-        &mut o,
-        "child_open_connections",
-        "gauge",
-        "Open connections per child.",
+    per_child(
+        o,
+        s,
+        ("child_open_connections", "Open connections per child."),
+        |c| c.open,
     );
-    for c in &s.children {
-        let _ = writeln!(
-            o,
-            "{P}child_open_connections{{pid=\"{}\"}} {}",
-            c.pid, c.open
-        );
-    }
-    o
 }
 
 /// Microseconds as seconds, exact (no float rounding): 140 -> "0.00014".
@@ -783,6 +815,29 @@ mod tests {
         let empty = render(&Default::default());
         assert!(empty.contains("\nsocket_guard_abandoned_connections 0\n"));
         assert!(empty.contains("\nsocket_guard_graceful_deadline_seconds 0\n"));
+    }
+
+    #[test]
+    fn per_vhost_and_per_child_series_carry_their_own_values() {
+        let mut s = fixture::snapshot();
+        let v = &mut s.vhosts[1];
+        (v.force_closed_guard, v.force_closed_rescue) = (3, 4);
+        (v.close_wait_now, v.reported) = (5, 7);
+        (s.children[0].open, s.children[1].open) = (6, 8);
+        let out = render(&s);
+        for expected in [
+            "socket_guard_force_closed_total{vhost=\"www.example.com:443\",by=\"guard\"} 3",
+            "socket_guard_force_closed_total{vhost=\"www.example.com:443\",by=\"rescue\"} 4",
+            "socket_guard_vhost_close_wait_connections{vhost=\"www.example.com:443\"} 5",
+            "socket_guard_reported_total{vhost=\"www.example.com:443\"} 7",
+            "socket_guard_child_open_connections{pid=\"101\"} 6",
+            "socket_guard_child_open_connections{pid=\"102\"} 8",
+        ] {
+            assert!(
+                out.lines().any(|l| l == expected),
+                "missing: {expected}\n{out}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::table::slot::{
     FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM, FLAG_FORCE_CLOSED, FLAG_RESCUED,
 };
 use crate::table::state::ConnState;
-use crate::table::SharedTable;
+use crate::table::{SharedTable, SlotView};
 
 /// What the server says about itself (from Apache, not the table).
 #[derive(Clone, Debug, Default)]
@@ -29,6 +29,29 @@ pub fn build(
     now_mono_ms: u64,
     kernel: Result<Vec<KernelSocket>, String>,
 ) -> Snapshot {
+    let mut snap = empty(info);
+    let Some(t) = table else {
+        snap.kernel = kernel_view(kernel, &HashMap::new(), &[], &[], now_mono_ms, false);
+        return snap;
+    };
+    read_header(&mut snap, t, now_mono_ms);
+    snap.vhosts = read_vhosts(t);
+    let seen = read_connections(&mut snap, t, now_mono_ms);
+    snap.children = read_children(t, &seen.open_per_pid, now_mono_ms);
+    snap.kernel = kernel_view(
+        kernel,
+        &seen.inodes,
+        &snap.connections,
+        &t.leak_rows(),
+        now_mono_ms,
+        seen.any_overdue,
+    );
+    snap.scanner = scanner_info(t, now_mono_ms);
+    snap
+}
+
+/// A snapshot with no table: server info, every open state at 0, the histogram's shape.
+fn empty(info: &ServerInfo) -> Snapshot {
     let mut snap = Snapshot {
         server_version: info.server_version.clone(),
         mpm: info.mpm.clone(),
@@ -41,10 +64,11 @@ pub fn build(
         .map(|ms| *ms as f64 / 1000.0)
         .collect();
     snap.close_wait_histogram.counts = vec![0; HISTOGRAM_BOUNDS_MS.len() + 1];
-    let Some(t) = table else {
-        snap.kernel = kernel_view(kernel, &HashMap::new(), &[], &[], now_mono_ms, false);
-        return snap;
-    };
+    snap
+}
+
+/// Settings, counters and the histogram from the table's header.
+fn read_header(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) {
     let h = t.header();
     snap.uptime_secs = now_mono_ms.saturating_sub(h.created_mono_ms.load(Relaxed)) / 1000;
     snap.generation = h.generation.load(Relaxed);
@@ -66,9 +90,12 @@ pub fn build(
         snap.close_wait_histogram.counts[i] = b.load(Relaxed);
     }
     snap.close_wait_histogram.sum_secs = h.histogram_sum_ms.load(Relaxed) as f64 / 1000.0;
+}
 
-    let vhost_count = h.vhost_count.load(Acquire) as usize;
-    let mut vhosts: Vec<VhostRow> = (0..vhost_count as u32)
+/// The vhost rows, with `open` and `close_wait_now` still 0 (counted from the slots).
+fn read_vhosts(t: &SharedTable) -> Vec<VhostRow> {
+    let vhost_count = t.header().vhost_count.load(Acquire) as usize;
+    (0..vhost_count as u32)
         .filter_map(|i| {
             let row = t.vhost(i)?;
             let (name, port) = t.vhost_name(i);
@@ -88,11 +115,21 @@ pub fn build(
                 stopped_child: row.stopped_child.load(Relaxed),
             })
         })
-        .collect();
+        .collect()
+}
 
-    let mut open_per_pid: HashMap<u32, u64> = HashMap::new();
-    let mut inodes: HashMap<u64, usize> = HashMap::new();
-    let mut any_overdue = false;
+/// What the walk over the slots found besides the rows: open connections per child, the
+/// row of each tracked inode, and whether a socket sat in CLOSE_WAIT too long.
+#[derive(Default)]
+struct Seen {
+    open_per_pid: HashMap<u32, u64>,
+    inodes: HashMap<u64, usize>,
+    any_overdue: bool,
+}
+
+/// Lists every open slot as a connection row and counts it in the totals and its vhost.
+fn read_connections(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) -> Seen {
+    let mut seen = Seen::default();
     for (i, slot) in t.slots().iter().enumerate() {
         if slot.lease().state == ConnState::Free {
             continue;
@@ -102,109 +139,129 @@ pub fn build(
             continue; // being claimed or on its way out
         }
         snap.slots_used += 1;
-        // Apache's own state, before the display state below replaces it: an abandoned
+        // Apache's own state, before the display state replaces it: an abandoned
         // connection whose handler still runs is `handling` here.
         let handling = v.state == ConnState::Handling;
-        // What people need to see: the guard's action first, then the kernel's state, then
-        // Apache's. A force-closed connection stays listed (its handler may still run), which
-        // shows which URL leaks.
-        v.state = if v.flags & FLAG_RESCUED != 0 {
-            ConnState::Rescued
-        } else if v.flags & FLAG_FORCE_CLOSED != 0 {
-            ConnState::ForceClosed
-        } else if v.close_wait_since_mono_ms != 0 {
-            ConnState::CloseWait
-        } else {
-            v.state
-        };
-        if let Some((_, n)) = snap
-            .totals
-            .open_by_state
-            .iter_mut()
-            .find(|(s, _)| *s == v.state)
-        {
-            *n += 1;
-        }
-        *open_per_pid.entry(v.owner_pid).or_default() += (v.state != ConnState::ForceClosed) as u64;
-        if v.inode != 0 {
-            inodes.insert(v.inode, snap.connections.len());
-        }
-        let in_close_wait = v.close_wait_since_mono_ms != 0;
-        if in_close_wait {
-            snap.totals.close_wait_now += 1;
-        }
-        let mut overdue = false;
-        if let Some(row) = vhosts.get_mut(v.vhost as usize) {
-            // Like the server-wide Open: force-closed connections are counted apart.
-            row.open += (v.state != ConnState::ForceClosed) as u64;
-            row.close_wait_now += in_close_wait as u64;
-            let limit = row.close_wait_timeout_ms.min(LEAK_AFTER_MS);
-            overdue =
-                in_close_wait && now_mono_ms.saturating_sub(v.close_wait_since_mono_ms) >= limit;
-        }
-        any_overdue |= overdue;
-        let (vname, vport) = t.vhost_name(v.vhost);
-        let class = in_close_wait.then(|| classify(t, v.owner_pid, now_mono_ms));
-        let abandoned = v.flags & FLAG_ABANDONED != 0;
-        if abandoned && handling {
+        v.state = display_state(&v);
+        let (vhost, inode) = (v.vhost, v.inode);
+        let row = conn_row(t, v, now_mono_ms);
+        count(snap, &mut seen, &row, vhost);
+        if row.abandoned_ms.is_some() && handling {
             snap.totals.abandoned_now += 1;
         }
-        // The flag may be seen a moment before its time: show 0 s rather than the uptime.
-        let abandoned_ms = abandoned.then(|| match v.abandoned_since_mono_ms {
-            0 => 0,
-            since => now_mono_ms.saturating_sub(since),
-        });
-        let stopped = if v.flags & FLAG_CGI_KILL != 0 {
-            Some(Stop::CgiKill)
-        } else if v.flags & FLAG_CGI_TERM != 0 {
-            Some(Stop::CgiTerm)
-        } else {
-            None
-        };
-        snap.connections.push(ConnRow {
-            pid: v.owner_pid,
-            client: v.client.to_string(),
-            local_port: v.local.port(),
-            vhost: format!("{vname}:{vport}"),
-            state: v.state,
-            age_ms: now_mono_ms.saturating_sub(v.accept_mono_ms),
-            close_wait_ms: in_close_wait
-                .then(|| now_mono_ms.saturating_sub(v.close_wait_since_mono_ms)),
-            class,
-            requests: v.requests,
-            method: v.method,
-            path: v.path,
-            abandoned_ms,
-            stopped,
-        });
-    }
-
-    let hung_after = h.hung_child_timeout_ms.load(Relaxed);
-    for row in t.children() {
-        let pid = row.pid.load(Acquire);
-        if pid == 0 {
-            continue;
+        if inode != 0 {
+            seen.inodes.insert(inode, snap.connections.len());
         }
-        let age = now_mono_ms.saturating_sub(row.last_checkin_mono_ms.load(Relaxed));
-        snap.children.push(ChildRow {
-            pid,
-            generation: row.generation.load(Relaxed),
-            open: open_per_pid.get(&pid).copied().unwrap_or(0),
-            checkin_age_ms: age,
-            hung: hung_after > 0 && age > hung_after,
-        });
+        snap.connections.push(row);
     }
-    snap.children.sort_by_key(|c| (c.generation, c.pid));
-    snap.vhosts = std::mem::take(&mut vhosts);
-    snap.kernel = kernel_view(
-        kernel,
-        &inodes,
-        &snap.connections,
-        &t.leak_rows(),
-        now_mono_ms,
-        any_overdue,
-    );
-    snap.scanner = ScannerInfo {
+    seen
+}
+
+/// What people need to see: the guard's action first, then the kernel's state, then
+/// Apache's. A force-closed connection stays listed (its handler may still run), which
+/// shows which URL leaks.
+fn display_state(v: &SlotView) -> ConnState {
+    if v.flags & FLAG_RESCUED != 0 {
+        ConnState::Rescued
+    } else if v.flags & FLAG_FORCE_CLOSED != 0 {
+        ConnState::ForceClosed
+    } else if v.close_wait_since_mono_ms != 0 {
+        ConnState::CloseWait
+    } else {
+        v.state
+    }
+}
+
+/// Counts one listed connection in the totals, its child and its vhost.
+fn count(snap: &mut Snapshot, seen: &mut Seen, row: &ConnRow, vhost: u32) {
+    if let Some((_, n)) = snap
+        .totals
+        .open_by_state
+        .iter_mut()
+        .find(|(s, _)| *s == row.state)
+    {
+        *n += 1;
+    }
+    // Like the server-wide Open: force-closed connections are counted apart.
+    let open = (row.state != ConnState::ForceClosed) as u64;
+    *seen.open_per_pid.entry(row.pid).or_default() += open;
+    let in_close_wait = row.close_wait_ms.is_some();
+    snap.totals.close_wait_now += in_close_wait as u64;
+    if let Some(v) = snap.vhosts.get_mut(vhost as usize) {
+        v.open += open;
+        v.close_wait_now += in_close_wait as u64;
+        let limit = v.close_wait_timeout_ms.min(LEAK_AFTER_MS);
+        seen.any_overdue |= row.close_wait_ms.is_some_and(|ms| ms >= limit);
+    }
+}
+
+/// One connection row from a slot whose state is already the display state.
+fn conn_row(t: &SharedTable, v: SlotView, now_mono_ms: u64) -> ConnRow {
+    let in_close_wait = v.close_wait_since_mono_ms != 0;
+    let (vname, vport) = t.vhost_name(v.vhost);
+    // The flag may be seen a moment before its time: show 0 s rather than the uptime.
+    let abandoned_ms = (v.flags & FLAG_ABANDONED != 0).then(|| match v.abandoned_since_mono_ms {
+        0 => 0,
+        since => now_mono_ms.saturating_sub(since),
+    });
+    let stopped = if v.flags & FLAG_CGI_KILL != 0 {
+        Some(Stop::CgiKill)
+    } else if v.flags & FLAG_CGI_TERM != 0 {
+        Some(Stop::CgiTerm)
+    } else {
+        None
+    };
+    ConnRow {
+        pid: v.owner_pid,
+        client: v.client.to_string(),
+        local_port: v.local.port(),
+        vhost: format!("{vname}:{vport}"),
+        state: v.state,
+        age_ms: now_mono_ms.saturating_sub(v.accept_mono_ms),
+        close_wait_ms: in_close_wait
+            .then(|| now_mono_ms.saturating_sub(v.close_wait_since_mono_ms)),
+        class: in_close_wait.then(|| classify(t, v.owner_pid, now_mono_ms)),
+        requests: v.requests,
+        method: v.method,
+        path: v.path,
+        abandoned_ms,
+        stopped,
+    }
+}
+
+/// The child rows, oldest generation first, with their open connections.
+fn read_children(
+    t: &SharedTable,
+    open_per_pid: &HashMap<u32, u64>,
+    now_mono_ms: u64,
+) -> Vec<ChildRow> {
+    let hung_after = t.header().hung_child_timeout_ms.load(Relaxed);
+    let mut children: Vec<ChildRow> = t
+        .children()
+        .iter()
+        .filter_map(|row| {
+            let pid = row.pid.load(Acquire);
+            if pid == 0 {
+                return None;
+            }
+            let age = now_mono_ms.saturating_sub(row.last_checkin_mono_ms.load(Relaxed));
+            Some(ChildRow {
+                pid,
+                generation: row.generation.load(Relaxed),
+                open: open_per_pid.get(&pid).copied().unwrap_or(0),
+                checkin_age_ms: age,
+                hung: hung_after > 0 && age > hung_after,
+            })
+        })
+        .collect();
+    children.sort_by_key(|c| (c.generation, c.pid));
+    children
+}
+
+/// Who scans, how it went, and the guard process.
+fn scanner_info(t: &SharedTable, now_mono_ms: u64) -> ScannerInfo {
+    let h = t.header();
+    ScannerInfo {
         pid: h.scanner_pid.load(Relaxed),
         scans: h.scans.load(Relaxed),
         scan_errors: h.scan_errors.load(Relaxed),
@@ -217,8 +274,7 @@ pub fn build(
             _ => "unknown",
         },
         rescue: h.rescue.load(Relaxed) != 0,
-    };
-    snap
+    }
 }
 
 /// Who holds a tracked CLOSE_WAIT socket owned by `pid`.
@@ -371,6 +427,38 @@ mod tests {
             none.kernel.verdict,
             Verdict::Leak,
             "a marked socket counts even if this dump missed it"
+        );
+    }
+
+    #[test]
+    fn connections_are_counted_per_state_vhost_and_child() {
+        let heap = HeapTable::new(8, 4, 1);
+        let t = heap.table();
+        let a = t.register_vhost("a.test", 80);
+        let b = t.register_vhost("b.test", 80);
+        t.claim_child(7, 0, 1, 1).unwrap();
+        t.claim_child(8, 0, 1, 1).unwrap();
+        heap.stuck_connection(7, a, 41, 10_000);
+        heap.stuck_connection(8, b, 42, 10_000);
+        let k = heap.stuck_connection(8, b, 43, 10_000);
+        let s = t.owned(k).unwrap();
+        t.end_close_wait(s, s.lease().tag);
+        t.set_state(k, ConnState::Keepalive, 0);
+        let snap = build(Some(&t), &ServerInfo::default(), 10_500, Ok(vec![]));
+        let per_vhost: Vec<(u64, u64)> = snap
+            .vhosts
+            .iter()
+            .map(|v| (v.open, v.close_wait_now))
+            .collect();
+        assert_eq!(per_vhost, [(1, 1), (2, 1)]);
+        let per_child: Vec<(u32, u64)> = snap.children.iter().map(|c| (c.pid, c.open)).collect();
+        assert_eq!(per_child, [(7, 1), (8, 2)]);
+        assert_eq!(snap.totals.close_wait_now, 2);
+        assert_eq!(snap.slots_used, 3);
+        let open = |st| crate::status::open_in(&snap.totals, st);
+        assert_eq!(
+            (open(ConnState::CloseWait), open(ConnState::Keepalive)),
+            (2, 1)
         );
     }
 

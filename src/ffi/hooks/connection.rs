@@ -1,27 +1,29 @@
 //! Connection hooks: claim a slot at accept, mark lingering close, release on pool cleanup.
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::clock::mono_ms;
 use crate::ffi::bindings as b;
-use crate::ffi::boundary::guarded;
+use crate::ffi::callback::callback;
 use crate::ffi::conn::{self, ConnTrack};
 use crate::ffi::{log, server_conf};
 use crate::messages;
 use crate::runtime;
 use crate::table::state::ConnState;
+use crate::table::{SharedTable, SlotHandle};
 
 const OK: c_int = b::OK;
 
-/// Claims a slot for a new connection. `csd` is the accepted socket (ap_get_conn_socket is not
-/// set up yet at this point).
-pub unsafe extern "C" fn pre_connection(c: *mut b::conn_rec, csd: *mut c_void) -> c_int {
-    guarded("pre_connection", OK, || {
-        // SAFETY: Apache passes a live conn_rec; HTTP/2 secondary connections (master set)
-        // share the primary's socket and are not connections of their own; outgoing ones
-        // (mod_proxy's backend connections, which also run pre_connection) are not clients.
-        let cr = unsafe { &*c };
-        if !cr.master.is_null() || cr.outgoing != 0 {
+callback!(
+    /// Claims a slot for a new connection. `csd` is the accepted socket (ap_get_conn_socket is
+    /// not set up yet at this point).
+    #[on_panic(OK)]
+    pub fn pre_connection(c: &b::conn_rec, csd: *mut c_void) -> c_int {
+        // HTTP/2 secondary connections (master set) share the primary's socket and are not
+        // connections of their own; outgoing ones (mod_proxy's backend connections, which also
+        // run pre_connection) are not clients.
+        if !c.master.is_null() || c.outgoing != 0 {
             return OK;
         }
         let Some(table) = runtime::table() else {
@@ -30,42 +32,14 @@ pub unsafe extern "C" fn pre_connection(c: *mut b::conn_rec, csd: *mut c_void) -
         let now = mono_ms();
         let Some(handle) = table.claim(runtime::pid(), runtime::next_hint(), now) else {
             if runtime::first_table_full() {
-                log::warn(cr.base_server, messages::TABLE_FULL, &format!(
+                log::warn(c.base_server, messages::TABLE_FULL, &format!(
                     "connection table full ({} slots): new connections are served but not tracked; raise SocketGuardSlots",
                     table.nslots()
                 ));
             }
             return OK;
         };
-        let mut fd: b::apr_os_sock_t = -1;
-        // SAFETY: csd is the apr_socket_t of this connection; apr_os_sock_get writes its fd.
-        unsafe { b::apr_os_sock_get(&mut fd, csd as *mut b::apr_socket_t) };
-        let inode = crate::sys::socket::inode(fd).unwrap_or_else(|e| {
-            log::debug(
-                cr.base_server,
-                messages::SOCKET_IDENTITY,
-                &format!("cannot read socket inode of fd {fd}: {e}"),
-            );
-            0
-        });
-        // SAFETY: base_server and the addresses are set by the core before pre_connection.
-        let (vhost, client, local) = unsafe {
-            let vhost = server_conf::of(cr.base_server)
-                .map(|s| s.vhost_index)
-                .unwrap_or(0);
-            (
-                vhost,
-                conn::socket_addr(cr.client_addr),
-                conn::socket_addr(cr.local_addr),
-            )
-        };
-        if let Some(slot) = table.owned(handle) {
-            slot.set_socket(fd, inode, &client, &local, vhost);
-        }
-        if let Some(row) = table.vhost(vhost) {
-            row.accepted
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        record_socket(&table, handle, c, csd);
         // SAFETY: c is live; the cleanup runs when the connection's pool is destroyed, after
         // Apache has closed the socket — it only frees the slot and never touches the fd.
         unsafe {
@@ -75,7 +49,7 @@ pub unsafe extern "C" fn pre_connection(c: *mut b::conn_rec, csd: *mut c_void) -
                 return OK;
             }
             b::apr_pool_cleanup_register(
-                cr.pool,
+                c.pool,
                 data,
                 Some(connection_cleanup),
                 Some(b::apr_pool_cleanup_null),
@@ -83,28 +57,62 @@ pub unsafe extern "C" fn pre_connection(c: *mut b::conn_rec, csd: *mut c_void) -
         }
         table.set_state(handle, ConnState::Reading, now);
         OK
-    })
+    }
+);
+
+/// Records the accepted socket's fd, inode, addresses and arrival vhost in the claimed slot.
+fn record_socket(table: &SharedTable, handle: SlotHandle, c: &b::conn_rec, csd: *mut c_void) {
+    let mut fd: b::apr_os_sock_t = -1;
+    // SAFETY: csd is the apr_socket_t of this connection; apr_os_sock_get writes its fd.
+    unsafe { b::apr_os_sock_get(&mut fd, csd as *mut b::apr_socket_t) };
+    let inode = crate::sys::socket::inode(fd).unwrap_or_else(|e| {
+        log::debug(
+            c.base_server,
+            messages::SOCKET_IDENTITY,
+            &format!("cannot read socket inode of fd {fd}: {e}"),
+        );
+        0
+    });
+    // SAFETY: base_server and the addresses are set by the core before pre_connection.
+    let (vhost, client, local) = unsafe {
+        let vhost = server_conf::of(c.base_server)
+            .map(|s| s.vhost_index)
+            .unwrap_or(0);
+        (
+            vhost,
+            conn::socket_addr(c.client_addr),
+            conn::socket_addr(c.local_addr),
+        )
+    };
+    if let Some(slot) = table.owned(handle) {
+        slot.set_socket(fd, inode, &client, &local, vhost);
+    }
+    if let Some(row) = table.vhost(vhost) {
+        row.accepted.fetch_add(1, Relaxed);
+    }
 }
 
-/// Apache is about to do its lingering close.
-pub unsafe extern "C" fn pre_close_connection(c: *mut b::conn_rec) -> c_int {
-    guarded("pre_close_connection", OK, || {
-        // SAFETY: Apache passes a live conn_rec.
+callback!(
+    /// Apache is about to do its lingering close.
+    #[on_panic(OK)]
+    pub fn pre_close_connection(c: &b::conn_rec) -> c_int {
+        // SAFETY: c is a live conn_rec.
         if let (Some(t), Some(table)) = (unsafe { conn::track_of(c) }, runtime::table()) {
             table.set_state(t.handle, ConnState::Closing, mono_ms());
         }
         OK
-    })
-}
+    }
+);
 
-/// Connection pool cleanup: the connection is over, free its slot.
-unsafe extern "C" fn connection_cleanup(data: *mut c_void) -> b::apr_status_t {
-    guarded("connection cleanup", 0, || {
+callback!(
+    /// Connection pool cleanup: the connection is over, free its slot.
+    #[on_panic(0, "connection cleanup")]
+    fn connection_cleanup(data: *mut c_void) -> b::apr_status_t {
         // SAFETY: `data` is the ConnTrack registered with this cleanup, still in the pool.
         let track = unsafe { *(data as *const ConnTrack) };
         if let Some(table) = runtime::table() {
             table.release(track.handle);
         }
         0
-    })
-}
+    }
+);

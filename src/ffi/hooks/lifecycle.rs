@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::clock::mono_ms;
 use crate::config::ServerConfig;
 use crate::ffi::bindings as b;
-use crate::ffi::boundary::guarded;
+use crate::ffi::callback::callback;
 use crate::ffi::shm::{self, Outcome};
 use crate::ffi::{conn, log, server_conf};
 use crate::guard::{self, Child};
@@ -46,65 +46,75 @@ fn default_sizes() -> (usize, usize) {
     (slots, daemons * 2 + 16)
 }
 
-pub unsafe extern "C" fn post_config(
-    pconf: *mut b::apr_pool_t,
-    _plog: *mut b::apr_pool_t,
-    _ptemp: *mut b::apr_pool_t,
-    s: *mut b::server_rec,
-) -> c_int {
-    guarded("post_config", OK, || {
+callback!(
+    /// Parent, after each configuration pass: find or create the shared table, publish this
+    /// generation's settings and servers in it, start the guard process.
+    #[on_panic(OK)]
+    pub fn post_config(
+        pconf: *mut b::apr_pool_t,
+        _plog: *mut b::apr_pool_t,
+        _ptemp: *mut b::apr_pool_t,
+        s: &b::server_rec,
+    ) -> c_int {
         // The first pass at start-up is a dry run; shared memory made then would be thrown away.
         // SAFETY: plain query of Apache's global state.
         if unsafe { b::ap_state_query(b::AP_SQ_MAIN_STATE) } == b::AP_SQ_MS_CREATE_PRE_CONFIG {
             return OK;
         }
         // SAFETY: s is the main server, live for the whole config generation.
-        let main = unsafe { server_conf::of(s) }
-            .map(|c| *c)
-            .unwrap_or_default();
-        let (auto_slots, nchildren) = default_sizes();
-        let nslots = main.slots.map(|n| n as usize).unwrap_or(auto_slots);
-        // SAFETY: parent process, post_config, with the process pool as required.
-        let outcome = unsafe { shm::find_or_create((*(*s).process).pool, nslots, nchildren) };
-        let table = match outcome {
-            Ok(Outcome::Created(t)) => {
-                log::notice(s, messages::TABLE_CREATED, &format!(
-                    "connection table created: {nslots} slots, {nchildren} child rows, {} bytes of shared memory",
-                    SharedTable::required_size(nslots, nchildren)
-                ));
-                t
-            }
-            Ok(Outcome::Reused(t)) => {
-                let generation = t.header().generation.fetch_add(1, Relaxed) + 1;
-                t.header().restart_mono_ms.store(mono_ms(), Relaxed);
-                log::notice(s, messages::TABLE_REUSED, &format!(
-                    "restart: connection table kept ({nslots} slots), counters continue, generation {generation}"
-                ));
-                t
-            }
-            Ok(Outcome::Replaced(t, why)) => {
-                log::warn(s, messages::TABLE_REPLACED, &format!(
-                    "restart: connection table replaced ({why}; now {nslots} slots): counters start again"
-                ));
-                t
-            }
-            Err(e) => {
-                log::err(s, messages::TABLE_UNAVAILABLE, &format!(
-                    "cannot create the shared connection table ({e}): connections are served but not tracked"
-                ));
-                runtime::set_table(None);
-                return OK;
-            }
+        let main = unsafe { server_conf::of(s) }.copied().unwrap_or_default();
+        let Some(table) = open_table(s, &main) else {
+            runtime::set_table(None);
+            return OK;
         };
         publish_settings(&table, &main);
         publish_listeners(&table, s);
-        // SAFETY: s heads Apache's live server list for this generation.
+        // SAFETY: s heads Apache's live server list for this generation; post_config runs in
+        // the parent, single-threaded, as the config-time write requires.
         unsafe { register_servers(&table, s) };
         runtime::set_table(Some(table));
         // SAFETY: root parent, post_config of a real (not config-check) pass, with pconf.
         unsafe { crate::ffi::guard_process::start(pconf) };
         OK
-    })
+    }
+);
+
+/// Finds the table of the previous generation or creates one (sized by SocketGuardSlots or
+/// the MPM's limits), and says which in the log. None: no shared memory, nothing is tracked.
+fn open_table(s: &b::server_rec, main: &ServerConfig) -> Option<SharedTable> {
+    let (auto_slots, nchildren) = default_sizes();
+    let nslots = main.slots.map(|n| n as usize).unwrap_or(auto_slots);
+    // SAFETY: parent process, post_config, with the process pool as required.
+    let outcome = unsafe { shm::find_or_create((*s.process).pool, nslots, nchildren) };
+    match outcome {
+        Ok(Outcome::Created(t)) => {
+            log::notice(s, messages::TABLE_CREATED, &format!(
+                "connection table created: {nslots} slots, {nchildren} child rows, {} bytes of shared memory",
+                SharedTable::required_size(nslots, nchildren)
+            ));
+            Some(t)
+        }
+        Ok(Outcome::Reused(t)) => {
+            let generation = t.header().generation.fetch_add(1, Relaxed) + 1;
+            t.header().restart_mono_ms.store(mono_ms(), Relaxed);
+            log::notice(s, messages::TABLE_REUSED, &format!(
+                "restart: connection table kept ({nslots} slots), counters continue, generation {generation}"
+            ));
+            Some(t)
+        }
+        Ok(Outcome::Replaced(t, why)) => {
+            log::warn(s, messages::TABLE_REPLACED, &format!(
+                "restart: connection table replaced ({why}; now {nslots} slots): counters start again"
+            ));
+            Some(t)
+        }
+        Err(e) => {
+            log::err(s, messages::TABLE_UNAVAILABLE, &format!(
+                "cannot create the shared connection table ({e}): connections are served but not tracked"
+            ));
+            None
+        }
+    }
 }
 
 fn publish_settings(table: &SharedTable, main: &ServerConfig) {
@@ -121,7 +131,7 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
 /// Records the listening ports the kernel view filters on. The table has room for
 /// `MAX_LISTEN_PORTS` of them; the rest are named once in the error log (SG0028), since
 /// nothing on them is guarded.
-fn publish_listeners(table: &SharedTable, s: *mut b::server_rec) {
+fn publish_listeners(table: &SharedTable, s: &b::server_rec) {
     let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
     // post_config and not modified while hooks run; we only read addresses from it.
@@ -155,8 +165,9 @@ fn publish_listeners(table: &SharedTable, s: *mut b::server_rec) {
 /// counters are found again after a restart, and records its AutoClose settings there.
 ///
 /// # Safety
-/// `s` must head Apache's live server list.
-unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
+/// `s` must head Apache's live server list; config time only (see
+/// `server_conf::update_at_config_time`).
+unsafe fn register_servers(table: &SharedTable, s: *const b::server_rec) {
     let mut full_logged = false;
     let mut cur = s;
     // SAFETY: per the contract; each server_rec and its config live for the generation.
@@ -168,8 +179,7 @@ unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
             } else {
                 name
             };
-            let port = server_port(sr, s);
-            let index = table.register_vhost(&name, port);
+            let index = table.register_vhost(&name, server_port(sr, s));
             if index as usize == crate::table::layout::MAX_VHOSTS - 1 && !full_logged {
                 full_logged = true;
                 log::warn(
@@ -178,15 +188,16 @@ unsafe fn register_servers(table: &SharedTable, s: *mut b::server_rec) {
                     "more than 256 distinct servers: the rest are counted together in the last row",
                 );
             }
-            if let Some(conf) = server_conf::of(cur) {
+            let conf = server_conf::update_at_config_time(cur, |conf| {
                 conf.vhost_index = index;
-                if let Some(row) = table.vhost(index) {
-                    row.auto_close.store(conf.auto_close() as u32, Relaxed);
-                    row.close_wait_timeout_ms
-                        .store(conf.close_wait_timeout_ms(), Relaxed);
-                    row.abandoned_timeout_ms
-                        .store(conf.abandoned_timeout_ms(), Relaxed);
-                }
+                *conf
+            });
+            if let (Some(conf), Some(row)) = (conf, table.vhost(index)) {
+                row.auto_close.store(conf.auto_close() as u32, Relaxed);
+                row.close_wait_timeout_ms
+                    .store(conf.close_wait_timeout_ms(), Relaxed);
+                row.abandoned_timeout_ms
+                    .store(conf.abandoned_timeout_ms(), Relaxed);
             }
             cur = sr.next;
         }
@@ -236,8 +247,11 @@ unsafe fn server_port(sr: &b::server_rec, main: *const b::server_rec) -> u16 {
     }
 }
 
-pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::server_rec) {
-    guarded("child_init", (), || {
+callback!(
+    /// Child, once after fork: claim its child row, start its guard thread, and clean up when
+    /// it exits.
+    #[on_panic(())]
+    pub fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::server_rec) {
         let Some(table) = runtime::table() else {
             return;
         };
@@ -253,20 +267,24 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
         let threaded = mpm_query(b::AP_MPMQ_IS_THREADED) != b::AP_MPMQ_NOT_SUPPORTED;
         runtime::set_threaded(threaded);
         match row {
-            None => log::warn(s, messages::CHILD_TABLE_FULL, &format!(
+            Some(row) => start_guard_thread(
+                s,
+                table,
+                Child {
+                    pid,
+                    row,
+                    log: log::sink,
+                    threaded,
+                    generation,
+                },
+            ),
+            None => log::warn(
+                s,
+                messages::CHILD_TABLE_FULL,
+                &format!(
                 "no free child row for pid {pid}: its guard does not run and it shows no check-ins"
-            )),
-            Some(_) if bench_without_child_thread() => log::err(s, messages::GUARD_UNAVAILABLE, &format!(
-                "guard thread not started in pid {pid}: {BENCH_NO_CHILD_THREAD}=1 is set (a benchmark setting, not for production)"
-            )),
-            Some(row) => match guard::start(table, Child { pid, row, log: log::sink, threaded, generation }, runtime::exiting_flag()) {
-                Ok(()) => {
-                    log::debug(s, messages::GUARD_STARTED, &format!("guard thread started in pid {pid} (generation {generation})"));
-                }
-                Err(e) => log::err(s, messages::GUARD_UNAVAILABLE, &format!(
-                    "cannot start the guard thread in pid {pid} ({e}): connections are tracked but not scanned"
-                )),
-            },
+            ),
+            ),
         }
         // SAFETY: pchild lives until this child exits; the cleanup runs then, in this process.
         unsafe {
@@ -277,7 +295,28 @@ pub unsafe extern "C" fn child_init(pchild: *mut b::apr_pool_t, s: *mut b::serve
                 Some(b::apr_pool_cleanup_null),
             )
         };
-    })
+    }
+);
+
+/// Starts the child's guard thread (unless a benchmark asked for children without it).
+fn start_guard_thread(s: *const b::server_rec, table: SharedTable, child: Child) {
+    let (pid, generation) = (child.pid, child.generation);
+    if bench_without_child_thread() {
+        log::err(s, messages::GUARD_UNAVAILABLE, &format!(
+            "guard thread not started in pid {pid}: {BENCH_NO_CHILD_THREAD}=1 is set (a benchmark setting, not for production)"
+        ));
+        return;
+    }
+    match guard::start(table, child, runtime::exiting_flag()) {
+        Ok(()) => log::debug(
+            s,
+            messages::GUARD_STARTED,
+            &format!("guard thread started in pid {pid} (generation {generation})"),
+        ),
+        Err(e) => log::err(s, messages::GUARD_UNAVAILABLE, &format!(
+            "cannot start the guard thread in pid {pid} ({e}): connections are tracked but not scanned"
+        )),
+    }
 }
 
 /// Environment variable that starts children without their guard thread. For `make bench` only,
@@ -310,29 +349,31 @@ fn pin_module_code() {
     }
 }
 
-/// pchild cleanup: the child is exiting. Connection pools (sub-pools) are already gone, so what
-/// is still claimed here was never released; free it so it does not look open.
-///
-/// Prefork runs this inside its SIGTERM/SIGHUP handler (`just_die` → `clean_child_exit`), which
-/// may have interrupted any code of this process, ours included. So this does only atomic
-/// loads and stores on the shared table: no lock, no allocation, no thread join, no log line
-/// (unit test `child_exit_is_async_signal_safe` holds it to that).
-unsafe extern "C" fn child_exit(_data: *mut c_void) -> b::apr_status_t {
-    guarded("child exit", 0, || {
+callback!(
+    /// pchild cleanup: the child is exiting. Connection pools (sub-pools) are already gone, so what
+    /// is still claimed here was never released; free it so it does not look open.
+    ///
+    /// Prefork runs this inside its SIGTERM/SIGHUP handler (`just_die` → `clean_child_exit`), which
+    /// may have interrupted any code of this process, ours included. So this does only atomic
+    /// loads and stores on the shared table: no lock, no allocation, no thread join, no log line
+    /// (unit test `child_exit_is_async_signal_safe` holds it to that).
+    #[on_panic(0, "child exit")]
+    fn child_exit(_data: *mut c_void) -> b::apr_status_t {
         runtime::on_child_exit();
         0
-    })
-}
+    }
+);
 
-/// `child_stopping` (httpd 2.4.49+): the child is about to stop. `graceful == 0` is a stop or
-/// an ungraceful restart, where every request in flight is abandoned by definition and Apache
-/// kills the child 3 s later anyway: end the requests' CGIs now so the child can exit at once.
-///
-/// Prefork calls this from `clean_child_exit`, often inside its SIGTERM handler: there only an
-/// atomic store happens (its parent signals the whole process group at a stop, CGIs included).
-/// Worker/event call it from the child's main thread, where blocking up to a second is fine.
-pub unsafe extern "C" fn child_stopping(_pchild: *mut b::apr_pool_t, graceful: c_int) {
-    guarded("child_stopping", (), || {
+callback!(
+    /// `child_stopping` (httpd 2.4.49+): the child is about to stop. `graceful == 0` is a stop or
+    /// an ungraceful restart, where every request in flight is abandoned by definition and Apache
+    /// kills the child 3 s later anyway: end the requests' CGIs now so the child can exit at once.
+    ///
+    /// Prefork calls this from `clean_child_exit`, often inside its SIGTERM handler: there only an
+    /// atomic store happens (its parent signals the whole process group at a stop, CGIs included).
+    /// Worker/event call it from the child's main thread, where blocking up to a second is fine.
+    #[on_panic(())]
+    pub fn child_stopping(_pchild: *mut b::apr_pool_t, graceful: c_int) {
         if graceful != 0 {
             return;
         }
@@ -356,13 +397,14 @@ pub unsafe extern "C" fn child_stopping(_pchild: *mut b::apr_pool_t, graceful: c
                 std::time::Duration::from_millis(1000),
             );
         }
-    })
-}
+    }
+);
 
-/// Parent, about every 10 s: free the slots and rows of children that died (crash, SIGKILL,
-/// MaxConnectionsPerChild) so they never stay "open" on the status page.
-pub unsafe extern "C" fn monitor(_p: *mut b::apr_pool_t, s: *mut b::server_rec) -> c_int {
-    guarded("monitor", DECLINED, || {
+callback!(
+    /// Parent, about every 10 s: free the slots and rows of children that died (crash, SIGKILL,
+    /// MaxConnectionsPerChild) so they never stay "open" on the status page.
+    #[on_panic(DECLINED)]
+    pub fn monitor(_p: *mut b::apr_pool_t, s: *mut b::server_rec) -> c_int {
         let Some(table) = runtime::table() else {
             return DECLINED;
         };
@@ -375,5 +417,5 @@ pub unsafe extern "C" fn monitor(_p: *mut b::apr_pool_t, s: *mut b::server_rec) 
             );
         }
         DECLINED
-    })
-}
+    }
+);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load driver, sampler and report for `make seed-replay` (see bench/seed-replay.sh).
+"""Load driver, sampler and report for `make seed-replay` (see benches/seed-replay.sh).
 
 Standard library only. Subcommands:
 
