@@ -13,13 +13,13 @@
 //! - `ffi`      — everything that touches Apache: bindings, module struct, hooks, handler
 
 pub mod clock;
-pub mod config;
+mod config;
 pub mod guard;
 pub mod kernel;
-pub mod messages;
-pub mod rescue;
-pub mod runtime;
-pub mod status;
+mod messages;
+mod rescue;
+mod runtime;
+mod status;
 pub mod sys;
 pub mod table;
 

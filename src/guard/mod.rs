@@ -7,11 +7,11 @@
 //! next tick or the earliest deadline, whichever is first, so a close happens within
 //! milliseconds of the timeout once the connection is known to be in CLOSE_WAIT.
 
-pub mod abandon;
-pub mod act;
-pub mod election;
+pub(crate) mod abandon;
+pub(crate) mod act;
+pub(crate) mod election;
 pub mod scan;
-pub mod stopper;
+pub(crate) mod stopper;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};

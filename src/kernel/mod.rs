@@ -5,8 +5,8 @@
 #[cfg(test)]
 mod diag_fixtures;
 pub mod diag_msg;
-pub mod listeners;
-pub mod proc_net;
+pub(crate) mod listeners;
+pub(crate) mod proc_net;
 pub mod sock_diag;
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Thin, documented wrappers over the Linux interfaces the guard reads: /proc and sockets.
-pub mod pidfd;
-pub mod privilege;
-pub mod process;
-pub mod procfs;
+pub(crate) mod pidfd;
+pub(crate) mod privilege;
+pub(crate) mod process;
+pub(crate) mod procfs;
 pub mod socket;

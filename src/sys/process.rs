@@ -104,14 +104,15 @@ pub enum SignalError {
     Gone,
     /// The kernel refused (another user, e.g. suexec): say so once.
     Denied,
-    Other(io::Error),
+    /// Any other failure of the pidfd calls (not expected; the caller moves on).
+    Other,
 }
 
 /// Sends `sig` to `p` if it is still the same process (pid and start time).
 pub fn signal_verified(p: &Proc, sig: i32) -> Result<(), SignalError> {
     let pidfd = super::pidfd::open(p.pid).map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => SignalError::Gone,
-        _ => SignalError::Other(e),
+        _ => SignalError::Other,
     })?;
     // The pidfd pins the process: if the start time still matches now, it is the one we found.
     match procfs::stat(p.pid) {
@@ -121,7 +122,7 @@ pub fn signal_verified(p: &Proc, sig: i32) -> Result<(), SignalError> {
     super::pidfd::send_signal(&pidfd, sig).map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => SignalError::Gone,
         Some(libc::EPERM) => SignalError::Denied,
-        _ => SignalError::Other(e),
+        _ => SignalError::Other,
     })
 }
 
