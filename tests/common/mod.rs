@@ -692,6 +692,42 @@ impl Apache {
         }
     }
 
+    /// Waits until the module has had `passes` complete chances to act since this call: the
+    /// scanner finished `passes` more scans and every listed child's guard thread finished
+    /// `passes` more passes. What tests wait on before checking that something did NOT happen
+    /// (a repeat, a close on an `Off` vhost): a fixed sleep can end on a loaded machine before
+    /// the guard looked at all. A pass begins with the child's check-in (`CheckinAgeMs`) and
+    /// `Scans` counts a scan as it begins, so `passes + 1` of each are waited for.
+    pub fn wait_guard_passes(&self, passes: u32) {
+        let timeout = Duration::from_secs(5) + passes * Duration::from_secs(1);
+        let scans = self.status_auto().num("Scans") + u64::from(passes) + 1;
+        for pass in 0..=passes {
+            let mark = Instant::now();
+            poll(timeout, &format!("guard pass {pass} of {passes}"), || {
+                // Measured before the request: a check-in younger than this came after `mark`.
+                let since = mark.elapsed().as_millis() as u64;
+                let s = self.try_status_auto()?;
+                let late: Vec<String> = s
+                    .children()
+                    .into_iter()
+                    .filter(|c| c.num("CheckinAgeMs") + 1 >= since)
+                    .map(|c| c.raw)
+                    .collect();
+                if late.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{since} ms after the mark: {late:?}"))
+                }
+            });
+        }
+        self.wait_status(timeout, &format!("Scans to reach {scans}"), |s| {
+            match s.num("Scans") {
+                n if n >= scans => Ok(()),
+                n => Err(format!("Scans={n}")),
+            }
+        });
+    }
+
     /// SIGUSR1 to the parent; waits until `RestartGeneration:` increases. Returns the new value.
     pub fn graceful_restart(&self) -> u64 {
         let before = self.status_auto().num("RestartGeneration");
