@@ -693,8 +693,8 @@ impl Apache {
     }
 
     /// Waits until the module has had `passes` complete chances to act since this call: the
-    /// scanner finished `passes` more scans and every listed child's guard thread finished
-    /// `passes` more passes. What tests wait on before checking that something did NOT happen
+    /// scanner finished `passes` more scans and every listed child's guard thread that is not
+    /// shown hung finished `passes` more passes. What tests wait on before checking that something did NOT happen
     /// (a repeat, a close on an `Off` vhost): a fixed sleep can end on a loaded machine before
     /// the guard looked at all. A pass begins with the child's check-in (`CheckinAgeMs`) and
     /// `Scans` counts a scan as it begins, so `passes + 1` of each are waited for.
@@ -710,7 +710,7 @@ impl Apache {
                 let late: Vec<String> = s
                     .children()
                     .into_iter()
-                    .filter(|c| c.num("CheckinAgeMs") + 1 >= since)
+                    .filter(|c| c.get("Hung") != Some("1") && c.num("CheckinAgeMs") + 1 >= since)
                     .map(|c| c.raw)
                     .collect();
                 if late.is_empty() {
@@ -726,6 +726,14 @@ impl Apache {
                 n => Err(format!("Scans={n}")),
             }
         });
+    }
+
+    /// `wait_guard_passes` once `horizon` has come: for a check that something does not happen
+    /// by a later step (a SIGKILL `GRACE_MS` after a SIGTERM), the passes prove that the guard
+    /// really looked after that moment, which sleeping until it alone does not.
+    pub fn wait_guard_passes_after(&self, horizon: Instant, passes: u32) {
+        std::thread::sleep(horizon.saturating_duration_since(Instant::now()));
+        self.wait_guard_passes(passes);
     }
 
     /// SIGUSR1 to the parent; waits until `RestartGeneration:` increases. Returns the new value.
