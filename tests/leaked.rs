@@ -116,7 +116,7 @@ fn leaked_sockets(mpm: Mpm) {
     }
     // The Off vhost's sockets leaked at the same moment: the scan that closed the On ones
     // decided on them too; two more scans.
-    server.wait_guard_passes(2);
+    server.wait_scans(2);
     for (i, c) in off.iter().enumerate() {
         expect_silence(c, Duration::from_millis(20))
             .unwrap_or_else(|e| panic!("Off client #{i} was touched: {e}"));

@@ -265,7 +265,7 @@ fn rescue_off_only_reports() {
     };
     let wait = Duration::from_secs(1) + SCAN_INTERVAL * 2 + TOLERANCE;
     wait_until(wait, "both hung sockets reported", || reports() >= 2);
-    server.wait_guard_passes(2);
+    server.wait_scans(2);
     for (i, c) in clients.iter().enumerate() {
         expect_silence(c, Duration::from_millis(20)).unwrap_or_else(|e| panic!("client #{i}: {e}"));
     }
