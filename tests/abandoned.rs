@@ -97,8 +97,9 @@ fn abandoned_cgis_are_stopped(mpm: Mpm) {
         took >= CLOSE_TIMEOUT + ABANDONED,
         "CGIs stopped {took:?} after their clients left: before close timeout + AbandonedTimeout"
     );
-    // The Off vhost's CGIs run on (checked again a grace and two scans later).
-    std::thread::sleep(GRACE + SCAN_INTERVAL * 2);
+    // The Off vhost's CGIs run on, past the SIGKILL step that would follow a SIGTERM: every
+    // guard looked twice more after it.
+    server.wait_guard_passes_after(Instant::now() + GRACE, 2);
     let dead: Vec<&i32> = keep_pids.iter().filter(|p| !alive(**p)).collect();
     assert!(
         dead.is_empty(),
@@ -191,7 +192,9 @@ fn prefork_stuck_proxy_child_is_recycled() {
         server.child_pids().len() >= 4
     });
     assert_eq!(server.get("/small.txt").status, 200);
-    std::thread::sleep(ABANDONED + GRACE);
+    // The live child is still there an AbandonedTimeout and a grace later: every guard
+    // looked twice more after that.
+    server.wait_guard_passes_after(Instant::now() + ABANDONED + GRACE, 2);
     assert!(alive(live_pid), "the child serving a live client was ended");
     assert_eq!(
         vhost_line_num(&server, &format!("stop.test:{p1}"), "StoppedChild"),

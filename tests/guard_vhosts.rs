@@ -118,11 +118,9 @@ fn name_based_modes(mpm: Mpm) {
         n => Err(format!("Reported={n}")),
     });
 
-    // Timeout + 3 intervals, plus 5 more for repeats.
-    let settle = TIMEOUT + 8 * SCAN_INTERVAL;
-    if let Some(rest) = settle.checked_sub(t0.elapsed()) {
-        std::thread::sleep(rest);
-    }
+    // The guards have decided (On closed, Report reported); five more passes for repeats or a
+    // late close.
+    server.wait_guard_passes(5);
     assert_eq!(
         close_wait_peers(p1),
         keep,

@@ -62,7 +62,7 @@ fn module_loads(mpm: Mpm) {
     assert!(server.is_running(), "server died:\n{}", server.error_log());
     let log = server.error_log();
     for bad in [
-        "panicked",
+        "SG0004",
         "[emerg]",
         "[crit]",
         "[alert]",

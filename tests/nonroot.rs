@@ -25,6 +25,9 @@ fn nobody() -> (u32, u32) {
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
+/// SIGTERM → SIGKILL in the module (abandon::GRACE_MS).
+const GRACE: Duration = Duration::from_secs(2);
+
 const VHOST: &str = "<VirtualHost 127.0.0.1:@PORT1@>\n    ServerName stop.test\n    \
     SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout 1s\n    \
     SocketGuardAbandonedTimeout 1s\n</VirtualHost>\n";
@@ -65,7 +68,9 @@ fn nonroot_apache_stops_only_its_own_cgis(mpm: Mpm) {
         "the abandoned CGI to be stopped",
         || cgis.iter().all(|p| !alive(*p)),
     );
-    std::thread::sleep(Duration::from_secs(3)); // past the SIGKILL step too
+    // Past the SIGKILL step too (GRACE_MS after the SIGTERM): every guard looked twice more
+    // after it.
+    server.wait_guard_passes_after(std::time::Instant::now() + GRACE, 2);
     let still = impostor.try_wait().unwrap().is_none();
     let _ = impostor.kill();
     let _ = impostor.wait();

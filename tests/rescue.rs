@@ -255,9 +255,19 @@ fn rescue_off_only_reports() {
     for c in &clients {
         c.shutdown_write();
     }
+    // The guard process decides on a hung child's socket once: wait for both reports, then
+    // two more scans, and the clients must have received nothing.
+    let reports = || {
+        log_lines(&server, "SG0016")
+            .into_iter()
+            .filter(|l| l.contains("in a hung child") && l.contains("SocketGuardRescue Off"))
+            .count()
+    };
     let wait = Duration::from_secs(1) + SCAN_INTERVAL * 2 + TOLERANCE;
+    wait_until(wait, "both hung sockets reported", || reports() >= 2);
+    server.wait_scans(2);
     for (i, c) in clients.iter().enumerate() {
-        expect_silence(c, wait).unwrap_or_else(|e| panic!("client #{i}: {e}"));
+        expect_silence(c, Duration::from_millis(20)).unwrap_or_else(|e| panic!("client #{i}: {e}"));
     }
     for p in &holders {
         // SAFETY: as above.
@@ -266,11 +276,7 @@ fn rescue_off_only_reports() {
     let s = server.status_auto();
     assert_eq!(s.num("ForceClosedRescue"), 0, "{}", s.raw);
     assert_eq!(s.get("Rescue"), Some("Off"), "{}", s.raw);
-    let reported: Vec<String> = log_lines(&server, "SG0016")
-        .into_iter()
-        .filter(|l| l.contains("in a hung child") && l.contains("SocketGuardRescue Off"))
-        .collect();
-    assert_eq!(reported.len(), 2, "{}", server.error_log_tail(20));
+    assert_eq!(reports(), 2, "{}", server.error_log_tail(20));
     server.release_cgis();
 }
 

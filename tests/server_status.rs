@@ -42,12 +42,14 @@ fn server_status_shows_socket_guard_event() {
         used >= 1,
         "the /server-status connection itself occupies a slot"
     );
-    if let Some(open) = sg.iter().find_map(|l| l.strip_prefix("SocketGuardOpen: ")) {
-        assert!(
-            open.trim().parse::<u64>().map(|n| n >= 1).unwrap_or(false),
-            "SocketGuardOpen: {open:?}"
-        );
-    }
+    let open = sg
+        .iter()
+        .find_map(|l| l.strip_prefix("SocketGuardOpen: "))
+        .unwrap_or_else(|| panic!("no SocketGuardOpen: line:\n{auto}"));
+    assert!(
+        open.trim().parse::<u64>().is_ok_and(|n| n >= 1),
+        "SocketGuardOpen must count the /server-status connection: {open:?}"
+    );
 
     let r = server.get("/server-status");
     assert_eq!(r.status, 200);

@@ -96,10 +96,14 @@ fn stop_with_cgis_in_flight(mpm: Mpm, with_module: bool) -> Stopped {
     }
     let took = start.elapsed();
     let children_took = children_took.unwrap_or(took);
-    // Whatever Apache's own cleanup does, it has finished once the parent is gone; look a
-    // moment later for anything still serving one of the requests.
-    std::thread::sleep(Duration::from_millis(300));
-    let cgis_left: Vec<i32> = ports.iter().flat_map(|p| serving(*p)).collect();
+    // Whatever Apache's own cleanup does, it has finished once the parent is gone; a CGI
+    // signalled at the last moment gets 300 ms to finish dying.
+    let left = || -> Vec<i32> { ports.iter().flat_map(|p| serving(*p)).collect() };
+    let gone = Instant::now();
+    while !left().is_empty() && gone.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cgis_left = left();
     let log = server.error_log();
     server.release_cgis();
     server.server.stop();

@@ -19,8 +19,9 @@ pub enum Level {
 
 /// Logs `SGnnnn: text` at `level` for server `s` (null: the main server).
 pub fn log(level: Level, s: *const b::server_rec, id: MsgId, text: &str) {
-    let line = format!("{}: {}", id.0, text).replace('\0', "\\0");
-    let Ok(msg) = CString::new(line) else { return };
+    let Ok(msg) = CString::new(line(id, text)) else {
+        return;
+    };
     let s = if s.is_null() { main_server() } else { s };
     // SAFETY: every pointer passed is valid for the call: static C strings, `msg` owned here,
     // `s` either Apache's server_rec or null (accepted by ap_log_error_). The format is the
@@ -37,6 +38,12 @@ pub fn log(level: Level, s: *const b::server_rec, id: MsgId, text: &str) {
             msg.as_ptr(),
         )
     };
+}
+
+/// The text of the line as it reaches the error log: `SGnnnn: text`, NULs made visible (a C
+/// string ends at the first one).
+pub fn line(id: MsgId, text: &str) -> String {
+    format!("{}: {}", id.0, text).replace('\0', "\\0")
 }
 
 /// Apache's main server_rec (null before the config is read, which ap_log_error_ accepts).

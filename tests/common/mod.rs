@@ -435,6 +435,12 @@ pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, S
     }
 }
 
+/// How long `wait_guard_passes`/`wait_scans` wait for each step: passes come every scan
+/// interval (200 ms in the guard tests, 1 s by default), more on a loaded machine.
+fn guard_wait(passes: u32) -> Duration {
+    Duration::from_secs(5) + passes * Duration::from_secs(1)
+}
+
 /// A running Apache.
 pub struct Apache {
     pub opts: Opts,
@@ -690,6 +696,72 @@ impl Apache {
             std::thread::sleep(every);
             every = (every * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// Waits until the module has had `passes` complete chances to act since this call: every
+    /// listed child's guard thread finished `passes` more passes and the scanner `passes` more
+    /// scans. What tests wait on before checking that something did NOT happen (a repeat, a
+    /// close on an `Off` vhost): a fixed sleep can end on a loaded machine before the guard
+    /// looked at all. A pass begins with the child's check-in (`CheckinAgeMs`), so `passes + 1`
+    /// check-ins are waited for. A child whose guard stopped checking in fails the wait (use
+    /// `wait_scans` where children are stopped on purpose).
+    pub fn wait_guard_passes(&self, passes: u32) {
+        let scans = self.wait_scans_from(passes);
+        for pass in 0..=passes {
+            let mark = Instant::now();
+            poll(
+                guard_wait(passes),
+                &format!("guard pass {pass} of {passes}"),
+                || {
+                    // Measured before the request: a check-in younger than this came after `mark`.
+                    let since = mark.elapsed().as_millis() as u64;
+                    let s = self.try_status_auto()?;
+                    let late: Vec<String> = s
+                        .children()
+                        .into_iter()
+                        .filter(|c| c.num("CheckinAgeMs") + 1 >= since)
+                        .map(|c| c.raw)
+                        .collect();
+                    if late.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{since} ms after the mark: {late:?}"))
+                    }
+                },
+            );
+        }
+        self.wait_scans_to(scans, passes);
+    }
+
+    /// Waits until the scanner (the guard process, or an elected child) finished `passes` more
+    /// scans: for decisions the guard process makes (leaked sockets, hung children). `Scans`
+    /// counts a scan as it begins, so `passes + 1` are waited for.
+    pub fn wait_scans(&self, passes: u32) {
+        let scans = self.wait_scans_from(passes);
+        self.wait_scans_to(scans, passes);
+    }
+
+    fn wait_scans_from(&self, passes: u32) -> u64 {
+        self.status_auto().num("Scans") + u64::from(passes) + 1
+    }
+
+    fn wait_scans_to(&self, scans: u64, passes: u32) {
+        self.wait_status(
+            guard_wait(passes),
+            &format!("Scans to reach {scans}"),
+            |s| match s.num("Scans") {
+                n if n >= scans => Ok(()),
+                n => Err(format!("Scans={n}")),
+            },
+        );
+    }
+
+    /// `wait_guard_passes` once `horizon` has come: for a check that something does not happen
+    /// by a later step (a SIGKILL `GRACE_MS` after a SIGTERM), the passes prove that the guard
+    /// really looked after that moment, which sleeping until it alone does not.
+    pub fn wait_guard_passes_after(&self, horizon: Instant, passes: u32) {
+        std::thread::sleep(horizon.saturating_duration_since(Instant::now()));
+        self.wait_guard_passes(passes);
     }
 
     /// SIGUSR1 to the parent; waits until `RestartGeneration:` increases. Returns the new value.

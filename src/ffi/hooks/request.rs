@@ -18,6 +18,8 @@ pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
     guarded("post_read_request", DECLINED, || {
         // SAFETY: Apache passes a live request_rec whose connection is live.
         let rr = unsafe { &*r };
+        // SAFETY: rr.connection is the live conn_rec this request arrived on (track_of's
+        // contract); it outlives the request.
         let Some(track) = (unsafe { conn::track_of(rr.connection) }) else {
             return DECLINED;
         };
@@ -59,6 +61,8 @@ pub unsafe extern "C" fn log_transaction(r: *mut b::request_rec) -> c_int {
     guarded("log_transaction", DECLINED, || {
         // SAFETY: Apache passes a live request_rec whose connection is live.
         let rr = unsafe { &*r };
+        // SAFETY: log_transaction runs before the request's connection is torn down, so
+        // rr.connection is a live conn_rec (track_of's contract).
         let Some(track) = (unsafe { conn::track_of(rr.connection) }) else {
             return DECLINED;
         };
