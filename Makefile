@@ -8,6 +8,8 @@
 #   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
+#   make memcheck   Apache -X and a graceful restart under valgrind: module's memory errors/leaks
+#   make soak       SOAK_MINUTES (30) of traffic, restarts, kills, SIGSTOPs on every MPM, checked
 #   make lint       cargo fmt --check and cargo clippy
 #
 # Every target that needs system packages runs scripts/bootstrap.sh first (quiet and fast when
@@ -37,12 +39,12 @@ SOCKET_GUARD_SO := $(CURDIR)/$(SO)
 export SOCKET_GUARD_SO
 
 .PHONY: all build bootstrap test test-unit test-integration run start stop demo install \
-        bench demo-rescue seed-replay clean fmt lint help
+        bench demo-rescue seed-replay memcheck soak clean fmt lint help
 
 all: build
 
 help:
-	@sed -n '3,11s/^# \{0,1\}//p' Makefile
+	@sed -n '3,13s/^# \{0,1\}//p' Makefile
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -120,6 +122,16 @@ demo-rescue: build
 # Not part of `make test`: three Apache servers under load, one after the other (DURATION=, RATE=).
 seed-replay: build
 	benches/seed-replay.sh
+
+# Not part of `make test` (~2 min, root): see docs/QUALITY.md. MEMCHECK_MPMS= picks the MPMs.
+memcheck: build
+	@command -v valgrind >/dev/null 2>&1 || { echo "memcheck: installing valgrind"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	scripts/memcheck.py
+
+# Not part of `make test` (root): SOAK_MINUTES= (whole run), SOAK_MPMS=; see docs/QUALITY.md.
+soak: build
+	scripts/soak.py
 
 clean:
 	@if [[ -e build/run/apache2.pid ]]; then scripts/run.sh --stop; fi

@@ -67,6 +67,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sglab  # noqa: E402
+from sglab import all_pids, alive, proc_stat  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 APACHE2 = os.environ.get("APACHE2", "/usr/sbin/apache2")
 MODULES_DIR = "/usr/lib/apache2/modules"
@@ -255,30 +259,11 @@ class Server:
 # /proc, the kernel's view, ss
 # --------------------------------------------------------------------------------------------
 
-def all_pids():
-    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
-
-
-def proc_stat(pid):
-    """(state, ppid, pgrp) or None."""
-    try:
-        s = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = s[s.rfind(")") + 2:].split()
-    return rest[0], int(rest[1]), int(rest[2])
-
-
 def proc_comm(pid):
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
-
-
-def alive(pid):
-    st = proc_stat(pid)
-    return st is not None and st[0] not in ("Z", "X")
 
 
 def tcp_inode(server_port, client_port):
@@ -559,13 +544,10 @@ printf 'slow: done\n'
 
 
 def free_port(avoid=()):
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((ADDR, 0))
-            p = s.getsockname()[1]
-        if p not in avoid:
-            return p
-    raise Abort("no free port found")
+    try:
+        return sglab.free_port(avoid)
+    except OSError as e:
+        raise Abort(str(e)) from e
 
 
 def port_from_env(name, avoid):
