@@ -36,8 +36,12 @@ const MAX_QUICK_DEATHS: u32 = 5;
 pub unsafe fn start(pconf: *mut b::apr_pool_t) {
     // `apache2 -X` (one process, no children: debugging, callgrind) has nothing to rescue,
     // and a forked helper would only confuse such a run.
+    // (`-X` defines DEBUG; `-DONE_PROCESS` is the other spelling the MPMs honour.)
     // SAFETY: a lookup in Apache's list of -D defines, set before the config was read.
-    if unsafe { b::ap_exists_config_define(c"ONE_PROCESS".as_ptr()) } != 0 {
+    if unsafe {
+        b::ap_exists_config_define(c"ONE_PROCESS".as_ptr()) != 0
+            || b::ap_exists_config_define(c"DEBUG".as_ptr()) != 0
+    } {
         return;
     }
     // SAFETY: apr_palloc returns memory from pconf that lives as long as the registration.

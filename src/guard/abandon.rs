@@ -180,7 +180,8 @@ fn next_step(
     match signal_serving(procs, slot, sig, ev) {
         Some((ev, _)) => {
             slot.flags.fetch_or(flag, Relaxed);
-            if sig == libc::SIGTERM {
+            // Counted once per request, and only if a signal was actually delivered.
+            if sig == libc::SIGTERM && !ev.pids.is_empty() {
                 count_cgi(table, slot);
             }
             events.push(ev);
@@ -230,7 +231,9 @@ pub fn graceful_deadline(
         first.get_or_insert_with(|| ev.clone());
         if let Some((ev, _)) = signal_serving(procs, slot, libc::SIGKILL, ev) {
             slot.flags.fetch_or(FLAG_CGI_TERM | FLAG_CGI_KILL, Relaxed);
-            count_cgi(table, slot);
+            if !ev.pids.is_empty() {
+                count_cgi(table, slot);
+            }
             events.push(ev);
         }
     }

@@ -23,9 +23,14 @@ impl ChildWatch {
             }
         }
         // New (or recycled) pid: pin it, then make sure it is the process the row names.
-        let Ok(fd) = pidfd::open(pid) else {
-            self.open.remove(&pid);
-            return false;
+        let fd = match pidfd::open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.open.remove(&pid);
+                // ESRCH: gone. Anything else (no pidfd_open: old kernel, seccomp, valgrind)
+                // says nothing about the child: ask /proc instead.
+                return e.raw_os_error() != Some(libc::ESRCH) && procfs::is_alive(pid, start_time);
+            }
         };
         if !procfs::is_alive(pid, start_time) {
             self.open.remove(&pid);
