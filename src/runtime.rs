@@ -11,14 +11,17 @@
 use std::ptr::null_mut;
 use std::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize,
-    Ordering::{AcqRel, Acquire, Relaxed},
+    Ordering::{Acquire, Relaxed, Release},
 };
 
 use crate::table::SharedTable;
 
-/// The current table handle, boxed so one atomic pointer publishes it. A replaced handle is
-/// leaked on purpose (a few dozen bytes per restart): a thread may still be reading it.
-static TABLE: AtomicPtr<SharedTable> = AtomicPtr::new(null_mut());
+/// The current table, as the parts its handle is rebuilt from: the segment's base (null: no
+/// table) and its capacities. Nothing is allocated, so nothing leaks at a restart; the parent
+/// sets them single-threaded before any child is forked, and children never change them.
+static TABLE_BASE: AtomicPtr<u8> = AtomicPtr::new(null_mut());
+static TABLE_SLOTS: AtomicUsize = AtomicUsize::new(0);
+static TABLE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
 /// Set when this child starts exiting: its guard thread stops acting.
 static EXITING: AtomicBool = AtomicBool::new(false);
 static PID: AtomicU32 = AtomicU32::new(0);
@@ -28,14 +31,31 @@ static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
 static TABLE_FULL_LOGGED: AtomicBool = AtomicBool::new(false);
 
 pub fn table() -> Option<SharedTable> {
-    // SAFETY: the pointer is null or came from Box::into_raw in set_table and is never freed.
-    unsafe { TABLE.load(Acquire).as_ref().copied() }
+    let base = TABLE_BASE.load(Acquire);
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null base was stored by set_table from a live handle together with its
+    // capacities (stored before it, published by the Release store); the segment stays mapped
+    // for the life of the process.
+    Some(unsafe {
+        SharedTable::from_parts(
+            base,
+            TABLE_SLOTS.load(Relaxed),
+            TABLE_CHILDREN.load(Relaxed),
+        )
+    })
 }
 
-/// Parent (post_config) only: allocates, so never call it from a signal handler.
+/// Parent (post_config) only, or a test's single thread.
 pub fn set_table(t: Option<SharedTable>) {
-    let p = t.map_or(null_mut(), |t| Box::into_raw(Box::new(t)));
-    TABLE.swap(p, AcqRel);
+    TABLE_BASE.store(null_mut(), Release);
+    if let Some(t) = t {
+        let (base, slots, children) = t.parts();
+        TABLE_SLOTS.store(slots, Relaxed);
+        TABLE_CHILDREN.store(children, Relaxed);
+        TABLE_BASE.store(base, Release);
+    }
 }
 
 /// This process's pid (cached at child_init; falls back to asking the kernel).

@@ -109,6 +109,28 @@ impl SharedTable {
         Self::check(base, len, layout)
     }
 
+    /// The handle as (base, slots, child rows), to be rebuilt by `from_parts` without storing
+    /// the handle itself (`runtime` keeps these in atomics).
+    pub fn parts(&self) -> (*mut u8, usize, usize) {
+        (
+            self.base.as_ptr(),
+            self.layout.nslots,
+            self.layout.nchildren,
+        )
+    }
+
+    /// Rebuilds a handle from `parts`.
+    ///
+    /// # Safety
+    /// The parts must come from `parts()` of a live handle, whose segment is still mapped.
+    pub unsafe fn from_parts(base: *mut u8, nslots: usize, nchildren: usize) -> SharedTable {
+        SharedTable {
+            // SAFETY: per the contract, base came from a NonNull.
+            base: unsafe { NonNull::new_unchecked(base) },
+            layout: Layout::new(nslots, nchildren),
+        }
+    }
+
     fn check(base: *mut u8, len: usize, layout: Layout) -> Result<SharedTable, TableError> {
         if len < layout.total_size {
             return Err(TableError::TooSmall {
