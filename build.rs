@@ -73,12 +73,12 @@ fn main() {
         .allowlist_function("ap_get_server_name|ap_set_module_config|ap_get_module_config|ap_setn|ap_table_setn")
         .allowlist_function("apr_pool_cleanup_register|apr_pool_cleanup_null|apr_pool_cleanup_kill|apr_pool_userdata_get|apr_pool_userdata_set|apr_palloc|apr_pstrdup|apr_pstrndup")
         .allowlist_function("apr_shm_create|apr_shm_destroy|apr_shm_baseaddr_get|apr_shm_size_get|apr_os_sock_get|apr_optional_hook_add|apr_table_setn|apr_table_set")
-        .allowlist_type("ap_listen_rec")
+        .allowlist_type("ap_listen_rec|ap_directive_t")
         // The guard process: forked and supervised like mod_cgid's daemon.
         .allowlist_function("apr_proc_fork|apr_proc_other_child_register|apr_proc_other_child_unregister|apr_pool_note_subprocess|ap_exists_config_define")
         .allowlist_type("apr_proc_t|unixd_config_rec")
         .allowlist_var("ap_unixd_config|APR_OC_REASON_.*|APR_INCHILD|APR_INPARENT|APR_KILL_.*|APR_JUST_WAIT")
-        .allowlist_var("ap_server_conf|ap_listeners")
+        .allowlist_var("ap_server_conf|ap_listeners|ap_conftree")
         // Constants
         .allowlist_var("MODULE_MAGIC_(COOKIE|NUMBER_MAJOR|NUMBER_MINOR)|AP_MODULE_FLAG_ALWAYS_MERGE|APR_HOOK_(MIDDLE|FIRST|LAST|REALLY_FIRST|REALLY_LAST)")
         .allowlist_var("OK|DECLINED|DONE|HTTP_METHOD_NOT_ALLOWED|HTTP_BAD_REQUEST|HTTP_INTERNAL_SERVER_ERROR|M_GET|APR_SUCCESS|RSRC_CONF|GLOBAL_ONLY|NOT_IN_.*")

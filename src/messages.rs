@@ -156,6 +156,19 @@ mod tests {
     }
 
     #[test]
+    fn every_id_is_documented_for_users() {
+        let doc = include_str!("../docs/MESSAGES.md");
+        for id in super::ALL {
+            let row = format!("| {} |", id.0);
+            assert!(
+                doc.contains(&row),
+                "{} has no row in docs/MESSAGES.md",
+                id.0
+            );
+        }
+    }
+
+    #[test]
     fn ids_are_unique_and_well_formed() {
         let mut seen = std::collections::HashSet::new();
         for id in super::ALL {

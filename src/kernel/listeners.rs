@@ -48,6 +48,34 @@ pub fn fit(listeners: &[(u16, bool)], max: usize) -> Fitted {
     Fitted { entries, unguarded }
 }
 
+/// The port a `Listen` directive's first argument names: `80`, `127.0.0.1:8080`,
+/// `[::1]:443`. None for anything Apache would not accept as a port.
+pub fn listen_arg_port(arg: &str) -> Option<u16> {
+    let port = match arg.rsplit_once(':') {
+        Some((host, port)) if !host.starts_with('[') || host.ends_with(']') => port,
+        Some(_) => return None,
+        None => arg,
+    };
+    if port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    port.parse().ok().filter(|&p| p != 0)
+}
+
+/// Puts `listeners` in the order their ports first appear in the configuration's `Listen`
+/// lines (`config_ports`); listeners the lines do not name keep their order after them.
+/// Apache's own list is no guide: a restart moves every reused listener to its front,
+/// reversing the list, so which ports fit would change with every graceful restart.
+pub fn in_config_order(listeners: &mut [(u16, bool)], config_ports: &[u16]) {
+    let rank = |port: u16| {
+        config_ports
+            .iter()
+            .position(|&p| p == port)
+            .unwrap_or(usize::MAX)
+    };
+    listeners.sort_by_key(|&(port, _)| rank(port));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,7 +105,53 @@ mod tests {
         assert_eq!(fit(&[], 32), Fitted::default());
     }
 
+    #[test]
+    fn listen_arguments_name_their_port() {
+        assert_eq!(listen_arg_port("80"), Some(80));
+        assert_eq!(listen_arg_port("127.0.0.1:8080"), Some(8080));
+        assert_eq!(listen_arg_port("[::1]:443"), Some(443));
+        assert_eq!(listen_arg_port("[::]:8443"), Some(8443));
+        for bad in [
+            "", "host:", "[::1]", "[::1", "0", "65536", "+80", "8o", "a:b:c",
+        ] {
+            assert_eq!(listen_arg_port(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn apaches_reversed_list_is_put_back_in_config_order() {
+        // After a restart Apache's list runs backwards: 3, 2, 1 for lines 1, 2, 3.
+        let mut l = vec![(8003, false), (9999, true), (8002, true), (8001, false)];
+        in_config_order(&mut l, &[8001, 8002, 8003]);
+        assert_eq!(
+            l,
+            vec![(8001, false), (8002, true), (8003, false), (9999, true)]
+        );
+        let f = fit(&l, 2);
+        assert_eq!(f.unguarded, vec![8003, 9999]);
+    }
+
     proptest! {
+        /// Whichever order Apache's list is in, the same ports are guarded.
+        #[test]
+        fn the_guarded_ports_do_not_depend_on_apaches_order(
+            ports in prop::collection::vec(1u16..60, 1..50),
+            max in 2usize..40,
+        ) {
+            let mut forward: Vec<(u16, bool)> = ports.iter().map(|&p| (p, false)).collect();
+            let mut backward: Vec<(u16, bool)> = forward.iter().rev().copied().collect();
+            in_config_order(&mut forward, &ports);
+            in_config_order(&mut backward, &ports);
+            prop_assert_eq!(fit(&forward, max).unguarded, fit(&backward, max).unguarded);
+        }
+
+        #[test]
+        fn any_listen_argument_is_parsed_without_panic(arg in "\\PC{0,24}") {
+            if let Some(p) = listen_arg_port(&arg) {
+                prop_assert!(p != 0 && arg.ends_with(&p.to_string()));
+            }
+        }
+
         /// Whatever Apache listens on: at most `max` entries; the first `max` distinct ports
         /// recorded, the rest named; every family the recorded ports use is carried.
         #[test]

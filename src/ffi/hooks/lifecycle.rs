@@ -128,9 +128,51 @@ fn publish_settings(table: &SharedTable, main: &ServerConfig) {
     h.server_stop_generation.store(0, Relaxed);
 }
 
+/// The ports of the configuration's `Listen` lines, in the order they appear (sections and
+/// included files walked depth-first, as Apache read them).
+fn listen_lines_ports() -> Vec<u16> {
+    let mut ports = Vec::new();
+    // SAFETY: ap_conftree is the tree Apache built while reading the configuration; it lives
+    // in the configuration pool, which outlives post_config, and nothing changes it while
+    // hooks run. We only read names and arguments (NUL-terminated strings) from it.
+    unsafe { collect_listen_ports(b::ap_conftree, 0, &mut ports) };
+    ports
+}
+
+/// Walks `node`, its siblings and (up to a sane depth) their children for `Listen` lines.
+///
+/// # Safety
+/// `node` is null or a node of Apache's configuration tree.
+unsafe fn collect_listen_ports(mut node: *const b::ap_directive_t, depth: u32, out: &mut Vec<u16>) {
+    const MAX_DEPTH: u32 = 64;
+    // SAFETY: per the contract, every non-null node and its strings are valid.
+    unsafe {
+        while let Some(d) = node.as_ref() {
+            if is_listen(d) {
+                let args = conn::text(d.args);
+                let first = args.split_ascii_whitespace().next().unwrap_or("");
+                if let Some(port) = crate::kernel::listeners::listen_arg_port(first) {
+                    out.push(port);
+                }
+            }
+            if depth < MAX_DEPTH {
+                collect_listen_ports(d.first_child, depth + 1, out);
+            }
+            node = d.next;
+        }
+    }
+}
+
+/// # Safety
+/// `d.directive` is null or a NUL-terminated string.
+unsafe fn is_listen(d: &b::ap_directive_t) -> bool {
+    // SAFETY: per the contract.
+    unsafe { conn::text(d.directive).eq_ignore_ascii_case("Listen") }
+}
+
 /// Records the listening ports the kernel view filters on. The table has room for
-/// `MAX_LISTEN_PORTS` of them; the rest are named once in the error log (SG0028), since
-/// nothing on them is guarded.
+/// `MAX_LISTEN_PORTS` of them: the first ones of the configuration's `Listen` lines are
+/// kept; the rest are named once in the error log (SG0028), since nothing on them is guarded.
 fn publish_listeners(table: &SharedTable, s: &b::server_rec) {
     let mut listeners: Vec<(u16, bool)> = Vec::new();
     // SAFETY: ap_listeners is the MPM's list of listening sockets, set up (open_logs) before
@@ -149,6 +191,7 @@ fn publish_listeners(table: &SharedTable, s: &b::server_rec) {
             lr = l.next;
         }
     }
+    crate::kernel::listeners::in_config_order(&mut listeners, &listen_lines_ports());
     let fitted = crate::kernel::listeners::fit(&listeners, MAX_LISTEN_PORTS);
     table.set_listeners(&fitted.entries);
     if !fitted.unguarded.is_empty() {
