@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use mod_socket_guard::clock::mono_ms;
-use mod_socket_guard::table::state::ConnState;
+use mod_socket_guard::table::state::SlotState;
 use mod_socket_guard::table::{HeapTable, SharedTable};
 
 fn one_connection(t: &SharedTable, fd: i32, hint: usize, client: &SocketAddr, local: &SocketAddr) {
@@ -21,16 +21,16 @@ fn one_connection(t: &SharedTable, fd: i32, hint: usize, client: &SocketAddr, lo
     let slot = t.owned(h).unwrap();
     slot.set_socket(fd, inode, client, local, 0);
     t.vhost(0).unwrap().accepted.fetch_add(1, Relaxed);
-    t.set_state(h, ConnState::Reading, now);
+    t.set_state(h, SlotState::Reading, now);
     // post_read_request
     let slot = t.owned(h).unwrap();
     slot.vhost.swap(0, Relaxed);
     slot.requests.fetch_add(1, Relaxed);
     t.vhost(0).unwrap().requests.fetch_add(1, Relaxed);
     slot.write_text(b"GET", b"/index.html");
-    t.set_state(h, ConnState::Handling, mono_ms());
+    t.set_state(h, SlotState::Handling, mono_ms());
     // log_transaction
-    t.set_state(h, ConnState::Keepalive, mono_ms());
+    t.set_state(h, SlotState::Keepalive, mono_ms());
     // connection pool cleanup
     t.release(h);
 }

@@ -38,7 +38,7 @@ use mod_socket_guard::guard::scan;
 use mod_socket_guard::kernel::{
     self, diag_msg, sock_diag::DiagSocket, KernelSocket, TCP_CLOSE_WAIT,
 };
-use mod_socket_guard::table::state::ConnState;
+use mod_socket_guard::table::state::SlotState;
 use mod_socket_guard::table::{HeapTable, SharedTable};
 
 const HEALTHY_STEPS: [usize; 3] = [2_500, 5_000, 10_000];
@@ -197,7 +197,7 @@ fn register(t: &SharedTable, server: &TcpStream, hint: usize) {
     t.owned(h)
         .unwrap()
         .set_socket(fd, inode, &client, &local, 0);
-    t.set_state(h, ConnState::Keepalive, now);
+    t.set_state(h, SlotState::Keepalive, now);
 }
 
 /// `n` more healthy connections: clients in the holder, server ends accepted and registered.

@@ -188,7 +188,7 @@ mod tests {
         let pid = 4242;
         let row = t.claim_child(pid, 0, 1, 1).unwrap();
         let h = t.claim(pid, 0, 1).unwrap();
-        t.set_state(h, crate::table::state::ConnState::Handling, 1);
+        t.set_state(h, crate::table::state::SlotState::Handling, 1);
         t.mark_close_wait(t.owned(h).unwrap(), h.tag, 1);
         super::set_table(Some(t));
         super::enter_child(pid, Some(row));

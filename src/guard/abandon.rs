@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::sys::process::{Proc, SignalError};
 use crate::table::layout::Slot;
 use crate::table::slot::{FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM};
-use crate::table::state::ConnState;
+use crate::table::state::SlotState;
 use crate::table::SharedTable;
 
 /// Between SIGTERM and SIGKILL to a CGI, and between SIGKILL and ending the child.
@@ -252,7 +252,7 @@ pub fn stop_for_server_stop(
 ) -> Vec<Proc> {
     let mut signalled = Vec::new();
     for (i, slot) in own_open(table, pid) {
-        if slot.lease().state != ConnState::Handling {
+        if slot.lease().state != SlotState::Handling {
             continue;
         }
         let ev = describe(table, i, slot, now, Why::ServerStop);
@@ -287,14 +287,14 @@ fn own_open(table: &SharedTable, pid: u32) -> impl Iterator<Item = (usize, &Slot
 fn is_idle(slot: &Slot) -> bool {
     matches!(
         slot.lease().state,
-        ConnState::Keepalive | ConnState::Closing
+        SlotState::Keepalive | SlotState::Closing
     )
 }
 
 /// The AbandonedTimeout of an abandoned connection whose handler still runs, on a vhost where
 /// the timeout is on.
 fn abandoned_timeout(table: &SharedTable, slot: &Slot) -> Option<u64> {
-    if slot.flags.load(Relaxed) & FLAG_ABANDONED == 0 || slot.lease().state != ConnState::Handling {
+    if slot.flags.load(Relaxed) & FLAG_ABANDONED == 0 || slot.lease().state != SlotState::Handling {
         return None;
     }
     let row = table.vhost(slot.vhost.load(Relaxed))?;
@@ -458,7 +458,7 @@ mod tests {
         abandoned(&heap, 5, 1_000, 10_000);
         // A second, live connection of the same child (handling, client still there).
         let live = t.claim(5, 3, 0).unwrap();
-        t.set_state(live, ConnState::Handling, 0);
+        t.set_state(live, SlotState::Handling, 0);
         let mut procs = FakeProcs::default();
         let d = stop_abandoned(&t, 5, 20_000, true, &mut procs, &mut Vec::new());
         assert!(d.end_child.is_none());
@@ -468,7 +468,7 @@ mod tests {
             "looks again while it waits"
         );
         // Idle keep-alive connections do not keep it alive.
-        t.set_state(live, ConnState::Keepalive, 0);
+        t.set_state(live, SlotState::Keepalive, 0);
         let d = stop_abandoned(&t, 5, 20_000, true, &mut procs, &mut Vec::new());
         assert!(d.end_child.is_some());
     }
@@ -488,7 +488,7 @@ mod tests {
             .unwrap()
             .abandoned_timeout_ms
             .store(1_000, Relaxed);
-        t.set_state(h, ConnState::Keepalive, 0); // the handler returned
+        t.set_state(h, SlotState::Keepalive, 0); // the handler returned
         let d = stop_abandoned(&t, 5, 99_000, false, &mut procs, &mut Vec::new());
         assert_eq!(d, Decision::default());
         assert!(procs.signals.is_empty());
@@ -522,10 +522,10 @@ mod tests {
         t2.header().graceful_deadline_ms.store(5_000, Relaxed);
         t2.header().generation.store(1, Relaxed);
         let live = t2.claim(5, 0, 0).unwrap();
-        t2.set_state(live, ConnState::Handling, 0);
+        t2.set_state(live, SlotState::Handling, 0);
         assert!(graceful_deadline(&t2, 5, 0, 1_000_000, &mut procs, &mut ev).is_none());
         // Nothing abandoned (only idle, or nothing at all): it exits by itself.
-        t2.set_state(live, ConnState::Keepalive, 0);
+        t2.set_state(live, SlotState::Keepalive, 0);
         assert!(graceful_deadline(&t2, 5, 0, 1_000_000, &mut procs, &mut ev).is_none());
     }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::kernel::KernelSocket;
 use crate::table::slot::FLAG_FORCE_CLOSED;
-use crate::table::state::ConnState;
 use crate::table::{SharedTable, ROW_CLAIMING};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,7 +54,7 @@ impl Scanner {
         let mut marked = HashSet::new();
         for (i, slot) in table.slots().iter().enumerate() {
             let lease = slot.lease();
-            if !lease.state.is_held() || lease.state == ConnState::Claiming {
+            if !lease.state.is_open() {
                 continue;
             }
             let inode = slot.inode.load(Relaxed);

@@ -7,19 +7,18 @@
 use std::fmt::Write;
 
 use super::escape::{auto_token, auto_value, float_fixed};
-use super::model::{CloseWaitClass, Snapshot};
+use super::model::{CloseWaitClass, ShownState, Snapshot};
 use super::open_in;
-use crate::table::state::ConnState;
 
 /// The `?auto` key for the open count of one state.
-fn state_key(state: ConnState) -> &'static str {
+fn state_key(state: ShownState) -> &'static str {
     match state {
-        ConnState::Reading => "OpenReading",
-        ConnState::Handling => "OpenHandling",
-        ConnState::Keepalive => "OpenKeepalive",
-        ConnState::Closing => "OpenClosing",
-        ConnState::CloseWait => "OpenCloseWait",
-        // Not in ConnState::OPEN; never asked for.
+        ShownState::Reading => "OpenReading",
+        ShownState::Handling => "OpenHandling",
+        ShownState::Keepalive => "OpenKeepalive",
+        ShownState::Closing => "OpenClosing",
+        ShownState::CloseWait => "OpenCloseWait",
+        // Not in ShownState::OPEN; never asked for.
         _ => "OpenOther",
     }
 }
@@ -28,7 +27,7 @@ fn state_key(state: ConnState) -> &'static str {
 pub(crate) fn force_closed_held(s: &Snapshot) -> u64 {
     s.connections
         .iter()
-        .filter(|c| c.state == ConnState::ForceClosed)
+        .filter(|c| c.state == ShownState::ForceClosed)
         .count() as u64
 }
 
@@ -77,7 +76,7 @@ fn totals(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o, "Requests: {}", t.requests);
     let _ = writeln!(o, "Closed: {}", t.closed);
     let _ = writeln!(o, "Open: {}", t.open());
-    for state in ConnState::OPEN {
+    for state in ShownState::OPEN {
         let _ = writeln!(o, "{}: {}", state_key(state), open_in(t, state));
     }
     let _ = writeln!(o, "CloseWaitNow: {}", t.close_wait_now);

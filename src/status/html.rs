@@ -8,9 +8,8 @@ use std::fmt::Write;
 
 use super::auto::force_closed_held;
 use super::escape::{html as e, ms_as_secs};
-use super::model::{ChildRow, CloseWaitClass, ConnRow, Snapshot, Verdict, VhostRow};
+use super::model::{ChildRow, CloseWaitClass, ConnRow, ShownState, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
-use crate::table::state::ConnState;
 
 const CSS: &str = "body{font-family:sans-serif;margin:1em 2em}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}\
@@ -67,7 +66,7 @@ fn human_duration(secs: u64) -> String {
 
 fn summary(o: &mut String, s: &Snapshot) {
     let t = &s.totals;
-    let by_state: Vec<String> = ConnState::OPEN
+    let by_state: Vec<String> = ShownState::OPEN
         .iter()
         .map(|&st| format!("{} {}", open_in(t, st), st.name()))
         .collect();
@@ -329,8 +328,8 @@ fn conn_row(o: &mut String, c: &ConnRow) {
     let in_cw = c.close_wait_ms.map_or_else(|| "-".to_string(), ms_as_secs);
     // A force-closed row stays listed while its handler runs: it names the URL that leaks.
     let (row_class, state) = match c.state {
-        ConnState::CloseWait => (Some("cw"), c.state.name()),
-        ConnState::ForceClosed => (Some("fc"), "force-closed (handler still running)"),
+        ShownState::CloseWait => (Some("cw"), c.state.name()),
+        ShownState::ForceClosed => (Some("fc"), "force-closed (handler still running)"),
         _ if c.abandoned_ms.is_some() => (Some("ab"), c.state.name()),
         _ => (None, c.state.name()),
     };

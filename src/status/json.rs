@@ -5,9 +5,10 @@
 //! any snapshot.
 
 use super::escape::{float, json_string as js, ms_as_secs};
-use super::model::{ChildRow, CloseWaitClass, ConnRow, LeakedSocket, Snapshot, VhostRow};
+use super::model::{
+    ChildRow, CloseWaitClass, ConnRow, LeakedSocket, ShownState, Snapshot, VhostRow,
+};
 use super::open_in;
-use crate::table::state::ConnState;
 
 pub fn render(s: &Snapshot) -> String {
     let parts = [
@@ -53,8 +54,8 @@ fn server(s: &Snapshot) -> String {
 
 fn totals(s: &Snapshot) -> String {
     let t = &s.totals;
-    // Keys are ConnState names, which are fixed ASCII identifiers.
-    let by_state = ConnState::OPEN
+    // Keys are ShownState names, which are fixed ASCII identifiers.
+    let by_state = ShownState::OPEN
         .iter()
         .map(|&st| format!("\"{}\":{}", st.name(), open_in(t, st)))
         .collect::<Vec<_>>()

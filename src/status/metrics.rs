@@ -9,9 +9,8 @@ use std::fmt::Write;
 
 use super::auto::force_closed_held;
 use super::escape::{float, ms_as_secs, prom_label};
-use super::model::{ChildRow, CloseWaitClass, Snapshot, Verdict, VhostRow};
+use super::model::{ChildRow, CloseWaitClass, ShownState, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
-use crate::table::state::ConnState;
 
 const P: &str = "socket_guard_";
 
@@ -125,7 +124,7 @@ fn connections(o: &mut String, s: &Snapshot) {
         "Connections by lifecycle state: the open states, plus force_closed ones the guard \
          shut down whose handler still runs.",
     );
-    for st in ConnState::OPEN {
+    for st in ShownState::OPEN {
         let _ = writeln!(
             o,
             "{P}connections{{state=\"{}\"}} {}",
@@ -137,7 +136,7 @@ fn connections(o: &mut String, s: &Snapshot) {
     let _ = writeln!(
         o,
         "{P}connections{{state=\"{}\"}} {}",
-        ConnState::ForceClosed.name(),
+        ShownState::ForceClosed.name(),
         force_closed_held(s)
     );
 }

@@ -9,13 +9,12 @@ pub mod query;
 pub mod server_status;
 pub mod snapshot;
 
-use crate::table::state::ConnState;
-use model::{Totals, VhostRow};
+use model::{ShownState, Totals, VhostRow};
 
-/// Open connections in one state. Renderers walk `ConnState::OPEN` rather than
+/// Open connections in one state. Renderers walk `ShownState::OPEN` rather than
 /// `open_by_state` so every format always lists all five states, zeros included, even if a
 /// snapshot leaves one out.
-pub(crate) fn open_in(totals: &Totals, state: ConnState) -> u64 {
+pub(crate) fn open_in(totals: &Totals, state: ShownState) -> u64 {
     totals
         .open_by_state
         .iter()
@@ -34,7 +33,6 @@ pub(crate) fn vhost_label(v: &VhostRow) -> String {
 pub(crate) mod fixture {
     use super::model::*;
     use crate::config::AutoClose;
-    use crate::table::state::ConnState;
 
     pub const HOSTILE_PATH: &str = "/<script>alert(\"x\")</script>\n\"}";
     pub const HOSTILE_VHOST: &str = "evil <b>\"host\"</b>\\\nSlotsTotal: 0";
@@ -44,7 +42,7 @@ pub(crate) mod fixture {
     /// The command name of the first leaked socket's holder (a process names itself).
     pub const HOSTILE_COMM: &str = "<x>\"\n";
 
-    fn conn(state: ConnState, age_ms: u64, close_wait_ms: Option<u64>, path: &str) -> ConnRow {
+    fn conn(state: ShownState, age_ms: u64, close_wait_ms: Option<u64>, path: &str) -> ConnRow {
         ConnRow {
             pid: 101,
             client: "192.0.2.7:40000".into(),
@@ -72,14 +70,14 @@ pub(crate) mod fixture {
     pub fn with_abandoned() -> Snapshot {
         let mut s = snapshot();
         for c in &mut s.connections {
-            if c.state == ConnState::ForceClosed {
+            if c.state == ShownState::ForceClosed {
                 c.abandoned_ms = Some(12_300);
                 c.stopped = Some(Stop::CgiTerm);
                 c.path = ABANDONED_PATH.into();
             } else if c.path == HOSTILE_PATH {
                 c.abandoned_ms = Some(15_000);
                 c.stopped = Some(Stop::CgiKill);
-            } else if c.state == ConnState::Keepalive {
+            } else if c.state == ShownState::Keepalive {
                 c.abandoned_ms = Some(2_000);
             }
         }
@@ -102,17 +100,17 @@ pub(crate) mod fixture {
     }
 
     pub fn snapshot() -> Snapshot {
-        let mut hostile = conn(ConnState::CloseWait, 1_000, Some(45_500), HOSTILE_PATH);
+        let mut hostile = conn(ShownState::CloseWait, 1_000, Some(45_500), HOSTILE_PATH);
         hostile.client = HOSTILE_CLIENT.into();
         hostile.vhost = format!("{}:80", HOSTILE_VHOST);
         hostile.method = "G\"ET<".into();
         // Owned by the hung child 102, so its class is `hung`.
-        let mut short = conn(ConnState::CloseWait, 70_000, Some(1_200), "/cw-short");
+        let mut short = conn(ShownState::CloseWait, 70_000, Some(1_200), "/cw-short");
         short.pid = 102;
         short.class = Some(CloseWaitClass::Hung);
         // The guard shut it down but the handler still runs: listed, not open, no longer in
         // CLOSE_WAIT (the kernel moved it on after the shutdown).
-        let force_closed = conn(ConnState::ForceClosed, 60_000, None, FORCE_CLOSED_PATH);
+        let force_closed = conn(ShownState::ForceClosed, 60_000, None, FORCE_CLOSED_PATH);
         Snapshot {
             server_version: "Apache/2.4.99 (Test)\nEvil: 1".into(),
             mpm: "event".into(),
@@ -128,11 +126,11 @@ pub(crate) mod fixture {
                 requests: 5_000,
                 closed: 990,
                 open_by_state: vec![
-                    (ConnState::Reading, 1),
-                    (ConnState::Handling, 1),
-                    (ConnState::Keepalive, 1),
-                    (ConnState::Closing, 0),
-                    (ConnState::CloseWait, 2),
+                    (ShownState::Reading, 1),
+                    (ShownState::Handling, 1),
+                    (ShownState::Keepalive, 1),
+                    (ShownState::Closing, 0),
+                    (ShownState::CloseWait, 2),
                 ],
                 close_wait_now: 2,
                 force_closed_guard: 7,
@@ -194,10 +192,10 @@ pub(crate) mod fixture {
             ],
             // Deliberately not in display order: CLOSE_WAIT rows are last here.
             connections: vec![
-                conn(ConnState::Keepalive, 90_000, None, "/old"),
-                conn(ConnState::Reading, 5, None, ""),
+                conn(ShownState::Keepalive, 90_000, None, "/old"),
+                conn(ShownState::Reading, 5, None, ""),
                 force_closed,
-                conn(ConnState::Handling, 2_000, None, "/slow"),
+                conn(ShownState::Handling, 2_000, None, "/slow"),
                 short,
                 hostile,
             ],

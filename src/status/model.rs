@@ -6,7 +6,7 @@
 //! them for its own format.
 
 use crate::config::AutoClose;
-use crate::table::state::ConnState;
+use crate::table::state::SlotState;
 
 /// Everything the status page shows, captured at one instant.
 #[derive(Clone, Debug, Default)]
@@ -143,8 +143,8 @@ pub struct Totals {
     pub accepted: u64,
     pub requests: u64,
     pub closed: u64,
-    /// Connections currently open, per open state (every state of `ConnState::OPEN`, zeros included).
-    pub open_by_state: Vec<(ConnState, u64)>,
+    /// Connections currently open, per open state (every state of `ShownState::OPEN`, zeros included).
+    pub open_by_state: Vec<(ShownState, u64)>,
     pub close_wait_now: u64,
     pub force_closed_guard: u64,
     pub force_closed_rescue: u64,
@@ -197,6 +197,73 @@ pub struct ChildRow {
     pub hung: bool,
 }
 
+/// A connection's state as the status page names it: the stored `SlotState` it came from
+/// (`From<SlotState>`), or one derived for display by `snapshot::display_state` — CloseWait
+/// from a valid CLOSE_WAIT mark, ForceClosed and Rescued from the slot's flags. The derived
+/// ones have no `SlotState`, so none can be stored in a lease.
+///
+/// The snapshot lists open slots only, so Free, Claiming and Ending exist to make the
+/// conversion total; they are never listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShownState {
+    Free,
+    Claiming,
+    Reading,
+    Handling,
+    Keepalive,
+    Closing,
+    /// The kernel reports the socket in CLOSE_WAIT (client sent FIN, we still hold it).
+    CloseWait,
+    /// Shut down by the in-child guard; listed until Apache lets go of it.
+    ForceClosed,
+    /// Shut down by the guard process (taken out of a hung child); listed like ForceClosed.
+    Rescued,
+    /// Being freed (either Ending state of the lease).
+    Ending,
+}
+
+impl ShownState {
+    /// States a live connection can be in (what "open" means on the status page).
+    pub const OPEN: [ShownState; 5] = [
+        ShownState::Reading,
+        ShownState::Handling,
+        ShownState::Keepalive,
+        ShownState::Closing,
+        ShownState::CloseWait,
+    ];
+
+    /// The name the HTML, JSON and Prometheus (`state` label) formats use; `?auto` keys its
+    /// open counts by state in `auto::state_key`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShownState::Free => "free",
+            ShownState::Claiming => "claiming",
+            ShownState::Reading => "reading",
+            ShownState::Handling => "handling",
+            ShownState::Keepalive => "keepalive",
+            ShownState::Closing => "closing",
+            ShownState::CloseWait => "close_wait",
+            ShownState::ForceClosed => "force_closed",
+            ShownState::Rescued => "rescued",
+            ShownState::Ending => "ending",
+        }
+    }
+}
+
+impl From<SlotState> for ShownState {
+    fn from(s: SlotState) -> ShownState {
+        match s {
+            SlotState::Free => ShownState::Free,
+            SlotState::Claiming => ShownState::Claiming,
+            SlotState::Reading => ShownState::Reading,
+            SlotState::Handling => ShownState::Handling,
+            SlotState::Keepalive => ShownState::Keepalive,
+            SlotState::Closing => ShownState::Closing,
+            SlotState::EndingClosed | SlotState::EndingReclaimed => ShownState::Ending,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnRow {
     pub pid: u32,
@@ -205,7 +272,7 @@ pub struct ConnRow {
     pub local_port: u16,
     /// "name:port" of the vhost the connection is attributed to.
     pub vhost: String,
-    pub state: ConnState,
+    pub state: ShownState,
     pub age_ms: u64,
     /// How long the kernel has shown it in CLOSE_WAIT, if it is there now.
     pub close_wait_ms: Option<u64>,
@@ -330,13 +397,42 @@ impl Snapshot {
         rows.sort_by(|a, b| {
             let a_cw = a.close_wait_ms.unwrap_or(0);
             let b_cw = b.close_wait_ms.unwrap_or(0);
-            (b.state == ConnState::CloseWait)
-                .cmp(&(a.state == ConnState::CloseWait))
+            (b.state == ShownState::CloseWait)
+                .cmp(&(a.state == ShownState::CloseWait))
                 .then(b_cw.cmp(&a_cw))
                 .then(b.abandoned_ms.is_some().cmp(&a.abandoned_ms.is_some()))
                 .then(b.abandoned_ms.cmp(&a.abandoned_ms))
                 .then(b.age_ms.cmp(&a.age_ms))
         });
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_states_are_shown_under_their_names() {
+        let shown = [
+            (SlotState::Free, "free"),
+            (SlotState::Claiming, "claiming"),
+            (SlotState::Reading, "reading"),
+            (SlotState::Handling, "handling"),
+            (SlotState::Keepalive, "keepalive"),
+            (SlotState::Closing, "closing"),
+            (SlotState::EndingClosed, "ending"),
+            (SlotState::EndingReclaimed, "ending"),
+        ];
+        for (stored, name) in shown {
+            assert_eq!(ShownState::from(stored).name(), name);
+        }
+        let derived = [
+            ShownState::CloseWait,
+            ShownState::ForceClosed,
+            ShownState::Rescued,
+        ];
+        let names: Vec<&str> = derived.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["close_wait", "force_closed", "rescued"]);
     }
 }

@@ -13,7 +13,7 @@ use crate::table::shared::LeakView;
 use crate::table::slot::{
     FLAG_ABANDONED, FLAG_CGI_KILL, FLAG_CGI_TERM, FLAG_FORCE_CLOSED, FLAG_RESCUED,
 };
-use crate::table::state::ConnState;
+use crate::table::state::SlotState;
 use crate::table::{SharedTable, SlotView};
 
 /// What the server says about itself (from Apache, not the table).
@@ -58,7 +58,7 @@ fn empty(info: &ServerInfo) -> Snapshot {
         module_version: env!("CARGO_PKG_VERSION").to_string(),
         ..Default::default()
     };
-    snap.totals.open_by_state = ConnState::OPEN.iter().map(|s| (*s, 0)).collect();
+    snap.totals.open_by_state = ShownState::OPEN.iter().map(|s| (*s, 0)).collect();
     snap.close_wait_histogram.bounds_secs = HISTOGRAM_BOUNDS_MS
         .iter()
         .map(|ms| *ms as f64 / 1000.0)
@@ -131,20 +131,20 @@ struct Seen {
 fn read_connections(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) -> Seen {
     let mut seen = Seen::default();
     for (i, slot) in t.slots().iter().enumerate() {
-        if slot.lease().state == ConnState::Free {
+        if slot.lease().state == SlotState::Free {
             continue;
         }
-        let mut v = slot.view(i);
-        if !v.state.is_held() || v.state == ConnState::Claiming {
+        let v = slot.view(i);
+        if !v.state.is_open() {
             continue; // being claimed or on its way out
         }
         snap.slots_used += 1;
-        // Apache's own state, before the display state replaces it: an abandoned
-        // connection whose handler still runs is `handling` here.
-        let handling = v.state == ConnState::Handling;
-        v.state = display_state(&v);
+        // Apache's own state, not the shown one: an abandoned connection whose handler
+        // still runs is `handling` here.
+        let handling = v.state == SlotState::Handling;
+        let shown = display_state(&v);
         let (vhost, inode) = (v.vhost, v.inode);
-        let row = conn_row(t, v, now_mono_ms);
+        let row = conn_row(t, v, shown, now_mono_ms);
         count(snap, &mut seen, &row, vhost);
         if row.abandoned_ms.is_some() && handling {
             snap.totals.abandoned_now += 1;
@@ -160,15 +160,15 @@ fn read_connections(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) -> S
 /// What people need to see: the guard's action first, then the kernel's state, then
 /// Apache's. A force-closed connection stays listed (its handler may still run), which
 /// shows which URL leaks.
-fn display_state(v: &SlotView) -> ConnState {
+fn display_state(v: &SlotView) -> ShownState {
     if v.flags & FLAG_RESCUED != 0 {
-        ConnState::Rescued
+        ShownState::Rescued
     } else if v.flags & FLAG_FORCE_CLOSED != 0 {
-        ConnState::ForceClosed
+        ShownState::ForceClosed
     } else if v.close_wait_since_mono_ms != 0 {
-        ConnState::CloseWait
+        ShownState::CloseWait
     } else {
-        v.state
+        v.state.into()
     }
 }
 
@@ -183,7 +183,7 @@ fn count(snap: &mut Snapshot, seen: &mut Seen, row: &ConnRow, vhost: u32) {
         *n += 1;
     }
     // Like the server-wide Open: force-closed connections are counted apart.
-    let open = (row.state != ConnState::ForceClosed) as u64;
+    let open = (row.state != ShownState::ForceClosed) as u64;
     *seen.open_per_pid.entry(row.pid).or_default() += open;
     let in_close_wait = row.close_wait_ms.is_some();
     snap.totals.close_wait_now += in_close_wait as u64;
@@ -195,8 +195,8 @@ fn count(snap: &mut Snapshot, seen: &mut Seen, row: &ConnRow, vhost: u32) {
     }
 }
 
-/// One connection row from a slot whose state is already the display state.
-fn conn_row(t: &SharedTable, v: SlotView, now_mono_ms: u64) -> ConnRow {
+/// One connection row from a slot and the state it is shown in.
+fn conn_row(t: &SharedTable, v: SlotView, state: ShownState, now_mono_ms: u64) -> ConnRow {
     let in_close_wait = v.close_wait_since_mono_ms != 0;
     let (vname, vport) = t.vhost_name(v.vhost);
     // The flag may be seen a moment before its time: show 0 s rather than the uptime.
@@ -216,7 +216,7 @@ fn conn_row(t: &SharedTable, v: SlotView, now_mono_ms: u64) -> ConnRow {
         client: v.client.to_string(),
         local_port: v.local.port(),
         vhost: format!("{vname}:{vport}"),
-        state: v.state,
+        state,
         age_ms: now_mono_ms.saturating_sub(v.accept_mono_ms),
         close_wait_ms: in_close_wait
             .then(|| now_mono_ms.saturating_sub(v.close_wait_since_mono_ms)),
@@ -418,7 +418,7 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(early.connections[0].class, Some(CloseWaitClass::Stuck));
-        assert_eq!(early.connections[0].state, ConnState::CloseWait);
+        assert_eq!(early.connections[0].state, ShownState::CloseWait);
         let late = build(Some(&t), &info, 11_000, Ok(vec![kernel_socket(42)]));
         assert_eq!(late.kernel.verdict, Verdict::Leak);
         assert_eq!(late.kernel.oldest_close_wait_ms, 1_000);
@@ -443,7 +443,7 @@ mod tests {
         let k = heap.stuck_connection(8, b, 43, 10_000);
         let s = t.owned(k).unwrap();
         t.end_close_wait(s, s.lease().tag);
-        t.set_state(k, ConnState::Keepalive, 0);
+        t.set_state(k, SlotState::Keepalive, 0);
         let snap = build(Some(&t), &ServerInfo::default(), 10_500, Ok(vec![]));
         let per_vhost: Vec<(u64, u64)> = snap
             .vhosts
@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(snap.slots_used, 3);
         let open = |st| crate::status::open_in(&snap.totals, st);
         assert_eq!(
-            (open(ConnState::CloseWait), open(ConnState::Keepalive)),
+            (open(ShownState::CloseWait), open(ShownState::Keepalive)),
             (2, 1)
         );
     }
@@ -474,7 +474,7 @@ mod tests {
         t.end_close_wait(s, s.lease().tag);
         let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
         assert_eq!(snap.connections.len(), 1);
-        assert_eq!(snap.connections[0].state, ConnState::ForceClosed);
+        assert_eq!(snap.connections[0].state, ShownState::ForceClosed);
         assert_eq!(snap.totals.open(), 0);
         assert_eq!(snap.vhosts[0].open, 0);
         assert!(
@@ -513,7 +513,7 @@ mod tests {
         s.flags.fetch_or(FLAG_ABANDONED | FLAG_CGI_TERM, Relaxed);
         // Abandoned, but its handler returned: not an abandoned handler.
         let k = heap.stuck_connection(7, v, 43, 10_000);
-        t.set_state(k, ConnState::Keepalive, 0);
+        t.set_state(k, SlotState::Keepalive, 0);
         let s = t.owned(k).unwrap();
         s.abandoned_since_mono_ms.store(16_000, Relaxed);
         s.flags.fetch_or(FLAG_ABANDONED, Relaxed);
@@ -534,31 +534,31 @@ mod tests {
             ),
             (5_000, 3, 1)
         );
-        let find = |state: ConnState, ms: Option<u64>| {
+        let find = |state: ShownState, ms: Option<u64>| {
             snap.connections
                 .iter()
                 .find(|c| c.state == state && c.abandoned_ms == ms)
                 .map(|c| c.stopped)
         };
         assert_eq!(
-            find(ConnState::ForceClosed, Some(8_000)),
+            find(ShownState::ForceClosed, Some(8_000)),
             Some(Some(Stop::CgiKill))
         );
         assert_eq!(
-            find(ConnState::CloseWait, Some(5_000)),
+            find(ShownState::CloseWait, Some(5_000)),
             Some(Some(Stop::CgiTerm))
         );
-        assert_eq!(find(ConnState::Keepalive, Some(4_000)), Some(None));
+        assert_eq!(find(ShownState::Keepalive, Some(4_000)), Some(None));
         let rows = snap.sorted_connections();
-        let order: Vec<(ConnState, Option<u64>)> =
+        let order: Vec<(ShownState, Option<u64>)> =
             rows.iter().map(|c| (c.state, c.abandoned_ms)).collect();
         assert_eq!(
             order,
             [
-                (ConnState::CloseWait, Some(5_000)),
-                (ConnState::CloseWait, None),
-                (ConnState::ForceClosed, Some(8_000)),
-                (ConnState::Keepalive, Some(4_000)),
+                (ShownState::CloseWait, Some(5_000)),
+                (ShownState::CloseWait, None),
+                (ShownState::ForceClosed, Some(8_000)),
+                (ShownState::Keepalive, Some(4_000)),
             ]
         );
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::crash;
 use super::layout::Slot;
 use super::lease::{End, Lease};
-use super::state::ConnState;
+use super::state::SlotState;
 use super::SharedTable;
 
 /// A claimed slot: its index and the lease tag it was claimed with.
@@ -33,7 +33,7 @@ impl SharedTable {
             let index = (hint + i) % n;
             let slot = &slots[index];
             let free = slot.lease();
-            if free.state != ConnState::Free {
+            if free.state != SlotState::Free {
                 continue;
             }
             let mine = free.claimed_by(pid);
@@ -59,7 +59,7 @@ impl SharedTable {
     }
 
     /// Moves the connection to `state` (its fields, written after `claim`, are published by it).
-    pub fn set_state(&self, handle: SlotHandle, state: ConnState, now_mono_ms: u64) {
+    pub fn set_state(&self, handle: SlotHandle, state: SlotState, now_mono_ms: u64) {
         let Some(slot) = self.owned(handle) else {
             return;
         };
@@ -101,13 +101,13 @@ impl SharedTable {
         let mut freed = 0;
         for slot in self.slots() {
             let l = slot.lease();
-            if l.state == ConnState::Free || (l.pid != 0 && alive(l.pid)) {
+            if l.state == SlotState::Free || (l.pid != 0 && alive(l.pid)) {
                 continue;
             }
             let ending = if l.state.is_ending() {
                 l
             } else {
-                l.with_state(ConnState::EndingReclaimed)
+                l.with_state(SlotState::EndingReclaimed)
             };
             let taken = Lease { pid: me, ..ending };
             if slot.swap_lease(l, taken) {

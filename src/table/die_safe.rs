@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::crash::run_dying_after;
-use super::state::ConnState;
+use super::state::SlotState;
 use super::{HeapTable, SharedTable, SlotHandle, Totals};
 
 const DEAD: u32 = 666;
@@ -35,7 +35,7 @@ fn assert_healed(t: &SharedTable, dead: &HashSet<u32>, before: &Totals, what: &s
             "{what}: slot {i} left half-ended: {l:?}"
         );
         assert_eq!(
-            l.state == ConnState::Free,
+            l.state == SlotState::Free,
             l.pid == 0,
             "{what}: slot {i} lease {l:?}"
         );
@@ -44,7 +44,7 @@ fn assert_healed(t: &SharedTable, dead: &HashSet<u32>, before: &Totals, what: &s
             0,
             "{what}: slot {i} seqlock odd"
         );
-        if l.state == ConnState::Free {
+        if l.state == SlotState::Free {
             assert_eq!(
                 slot.close_wait_since(l.tag),
                 None,
@@ -97,7 +97,7 @@ fn table() -> (HeapTable, SlotHandle) {
     t.register_vhost("a.test", 80);
     t.claim_child(LIVE, 0, 1, 1).unwrap();
     let live = t.claim(LIVE, 3, 1).unwrap();
-    t.set_state(live, ConnState::Handling, 1);
+    t.set_state(live, SlotState::Handling, 1);
     (heap, live)
 }
 
@@ -139,14 +139,14 @@ fn whole_connection(t: &SharedTable) {
         &"10.0.0.2:80".parse().unwrap(),
         0,
     );
-    t.set_state(h, ConnState::Reading, 2);
+    t.set_state(h, SlotState::Reading, 2);
     slot.write_text(b"GET", b"/slow");
     t.vhost(0).unwrap().requests.fetch_add(1, Relaxed);
-    t.set_state(h, ConnState::Handling, 3);
+    t.set_state(h, SlotState::Handling, 3);
     t.mark_close_wait(slot, h.tag, 4);
     slot.restart_close_wait(h.tag, 4, 5);
     t.end_close_wait(slot, h.tag);
-    t.set_state(h, ConnState::Keepalive, 6);
+    t.set_state(h, SlotState::Keepalive, 6);
     t.mark_close_wait(slot, h.tag, 7);
     t.release(h);
     t.release_child(0, DEAD);
@@ -255,7 +255,7 @@ fn many_processes_dying_at_random_stores_leave_a_consistent_table() {
                 };
                 let slot = t.owned(h).unwrap();
                 slot.write_text(b"GET", b"/r");
-                t.set_state(h, ConnState::Handling, 2);
+                t.set_state(h, SlotState::Handling, 2);
                 if rng.next(2) == 0 {
                     t.mark_close_wait(slot, h.tag, 3);
                 }

@@ -88,7 +88,7 @@ impl HeapTable {
             vhost,
         );
         s.write_text(b"GET", b"/slow");
-        t.set_state(h, super::state::ConnState::Handling, 0);
+        t.set_state(h, super::state::SlotState::Handling, 0);
         t.mark_close_wait(s, h.tag, since);
         h
     }

@@ -8,14 +8,14 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 use super::crash;
 use super::layout::Slot;
-use super::state::ConnState;
+use super::state::SlotState;
 
 pub const TAG_BITS: u32 = 24;
 pub const TAG_MASK: u32 = (1 << TAG_BITS) - 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
-    pub state: ConnState,
+    pub state: SlotState,
     pub tag: u32,
     pub pid: u32,
 }
@@ -28,17 +28,17 @@ pub enum End {
 }
 
 impl End {
-    fn ending_state(self) -> ConnState {
+    fn ending_state(self) -> SlotState {
         match self {
-            End::Closed => ConnState::EndingClosed,
-            End::Reclaimed => ConnState::EndingReclaimed,
+            End::Closed => SlotState::EndingClosed,
+            End::Reclaimed => SlotState::EndingReclaimed,
         }
     }
 
-    fn of(state: ConnState) -> Option<End> {
+    fn of(state: SlotState) -> Option<End> {
         match state {
-            ConnState::EndingClosed => Some(End::Closed),
-            ConnState::EndingReclaimed => Some(End::Reclaimed),
+            SlotState::EndingClosed => Some(End::Closed),
+            SlotState::EndingReclaimed => Some(End::Reclaimed),
             _ => None,
         }
     }
@@ -47,7 +47,7 @@ impl End {
 impl Lease {
     pub fn of(word: u64) -> Lease {
         Lease {
-            state: ConnState::from_u32((word & 0xff) as u32),
+            state: SlotState::from_u32((word & 0xff) as u32),
             tag: ((word >> 8) as u32) & TAG_MASK,
             pid: (word >> 32) as u32,
         }
@@ -60,13 +60,13 @@ impl Lease {
     /// The lease a new claim of a slot with this (free) lease takes.
     pub fn claimed_by(self, pid: u32) -> Lease {
         Lease {
-            state: ConnState::Claiming,
+            state: SlotState::Claiming,
             tag: self.tag.wrapping_add(1) & TAG_MASK,
             pid,
         }
     }
 
-    pub fn with_state(self, state: ConnState) -> Lease {
+    pub fn with_state(self, state: SlotState) -> Lease {
         Lease { state, ..self }
     }
 }
@@ -111,7 +111,7 @@ impl Slot {
         }
         self.reset_text_seq();
         let free = Lease {
-            state: ConnState::Free,
+            state: SlotState::Free,
             tag: ending.tag,
             pid: 0,
         };
@@ -137,19 +137,19 @@ mod tests {
     fn the_word_round_trips() {
         for l in [
             Lease {
-                state: ConnState::Handling,
+                state: SlotState::Handling,
                 tag: TAG_MASK,
                 pid: u32::MAX,
             },
             Lease {
-                state: ConnState::Free,
+                state: SlotState::Free,
                 tag: 0,
                 pid: 0,
             },
         ] {
             assert_eq!(Lease::of(l.word()), l);
         }
-        let wrapped = Lease::of(0).with_state(ConnState::Free);
+        let wrapped = Lease::of(0).with_state(SlotState::Free);
         let l = Lease {
             tag: TAG_MASK,
             ..wrapped

@@ -1,6 +1,7 @@
 //! The shared connection table. `shared::SharedTable` is the only type that touches the
 //! shared segment; `layout` defines its bytes, `slot` per-connection field access, `state`
-//! the lifecycle states.
+//! the lifecycle states a slot's lease stores (what the status page shows is derived from
+//! them in `status`).
 mod children;
 mod conn;
 pub mod crash;

@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, AtomicU32};
 use super::crash;
 use super::layout::Slot;
 use super::shared::{read_bytes, write_bytes};
-use super::state::ConnState;
+use super::state::SlotState;
 
 const IPV6_FLAG: u32 = 1 << 16;
 
@@ -30,7 +30,8 @@ pub const FLAG_RESCUED: u32 = 1 << 6;
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlotView {
     pub index: usize,
-    pub state: ConnState,
+    /// The lease's stored state, not the one the status page shows.
+    pub state: SlotState,
     pub tag: u32,
     pub owner_pid: u32,
     pub fd: i32,

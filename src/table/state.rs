@@ -1,17 +1,20 @@
-//! Lifecycle states a connection slot moves through.
+//! The lifecycle states a slot's lease stores.
 //!
 //! The numeric values are stored in shared memory, so they are part of the table layout:
-//! changing them means bumping `layout::LAYOUT_VERSION`.
+//! changing them means bumping `layout::LAYOUT_VERSION`. What the status page shows is a
+//! separate type, `status::model::ShownState`, derived from these plus the slot's flags and
+//! CLOSE_WAIT mark; a shown-only state (close_wait, force_closed, rescued, …) has no value
+//! here, so no code can store one into a lease.
 
-/// Where a tracked connection is in its life. `Free` marks an unused slot.
+/// Where a slot's connection is in its life, as its lease stores it. `Free` marks an unused
+/// slot. Every lease transition (`lease.rs`, `conn.rs`) takes this type.
 ///
-/// Stored in a slot's lease: Free, Claiming, Reading, Handling, Keepalive, Closing and the two
-/// Ending states. The others are derived for display only (`status::snapshot`): CloseWait from
-/// a valid CLOSE_WAIT mark, ForceClosed and Rescued from the slot's flags; Closed and
-/// Reclaimed name how lifetimes ended in the totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The values 6 to 10 are unused: they once named display-only states that no writer ever
+/// stored (close_wait, closed, force_closed, rescued, reclaimed). The Ending values keep their
+/// old numbers so that the layout did not change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-pub enum ConnState {
+pub enum SlotState {
     /// Slot unused.
     Free = 0,
     /// Being claimed by its owner; fields are not valid yet.
@@ -24,85 +27,52 @@ pub enum ConnState {
     Keepalive = 4,
     /// Apache is in lingering close.
     Closing = 5,
-    /// The kernel reports the socket in CLOSE_WAIT (client sent FIN, we still hold it).
-    CloseWait = 6,
-    /// Closed normally (terminal).
-    Closed = 7,
-    /// Shut down by the in-child guard (terminal).
-    ForceClosed = 8,
-    /// Shut down by the parent's rescue path (terminal).
-    Rescued = 9,
-    /// Owner died; the parent freed the slot (terminal).
-    Reclaimed = 10,
-    /// Being freed after a normal end, or after its owner died: counted once, then Free.
+    /// Being freed after a normal end: counted once as closed, then Free.
     EndingClosed = 11,
+    /// Being freed after its owner died: counted once as reclaimed, then Free.
     EndingReclaimed = 12,
 }
 
-impl ConnState {
-    /// States a live connection can be in (what "open" means on the status page).
-    pub const OPEN: [ConnState; 5] = [
-        ConnState::Reading,
-        ConnState::Handling,
-        ConnState::Keepalive,
-        ConnState::Closing,
-        ConnState::CloseWait,
-    ];
-
-    pub fn from_u32(v: u32) -> ConnState {
+impl SlotState {
+    /// The state a lease word's state bits name. Any other value (a table written by a
+    /// compromised child, which runs as `User` and can write anything) reads as `Free`, which
+    /// is safe: a Free slot is skipped by every reader that acts on or shows connections
+    /// (status, scan, rescue, abandoned-work stops) and by the reclaimer, counts in no total,
+    /// and cannot be claimed, because a claim's compare-and-swap expects the word re-encoded
+    /// with state 0 and so fails against the unknown state bits. The slot stays out of use
+    /// until a valid word is written; nothing acts on its (equally untrusted) fields.
+    pub fn from_u32(v: u32) -> SlotState {
         match v {
-            1 => ConnState::Claiming,
-            2 => ConnState::Reading,
-            3 => ConnState::Handling,
-            4 => ConnState::Keepalive,
-            5 => ConnState::Closing,
-            6 => ConnState::CloseWait,
-            7 => ConnState::Closed,
-            8 => ConnState::ForceClosed,
-            9 => ConnState::Rescued,
-            10 => ConnState::Reclaimed,
-            11 => ConnState::EndingClosed,
-            12 => ConnState::EndingReclaimed,
-            _ => ConnState::Free,
+            1 => SlotState::Claiming,
+            2 => SlotState::Reading,
+            3 => SlotState::Handling,
+            4 => SlotState::Keepalive,
+            5 => SlotState::Closing,
+            11 => SlotState::EndingClosed,
+            12 => SlotState::EndingReclaimed,
+            _ => SlotState::Free,
         }
-    }
-
-    /// The name used in every status format (`state` label, JSON, `?auto`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ConnState::Free => "free",
-            ConnState::Claiming => "claiming",
-            ConnState::Reading => "reading",
-            ConnState::Handling => "handling",
-            ConnState::Keepalive => "keepalive",
-            ConnState::Closing => "closing",
-            ConnState::CloseWait => "close_wait",
-            ConnState::Closed => "closed",
-            ConnState::ForceClosed => "force_closed",
-            ConnState::Rescued => "rescued",
-            ConnState::Reclaimed => "reclaimed",
-            ConnState::EndingClosed | ConnState::EndingReclaimed => "ending",
-        }
-    }
-
-    pub fn is_open(self) -> bool {
-        ConnState::OPEN.contains(&self)
     }
 
     /// Held by a live claim: the owner may still change it (not free, not being freed).
     pub fn is_held(self) -> bool {
         matches!(
             self,
-            ConnState::Claiming
-                | ConnState::Reading
-                | ConnState::Handling
-                | ConnState::Keepalive
-                | ConnState::Closing
+            SlotState::Claiming
+                | SlotState::Reading
+                | SlotState::Handling
+                | SlotState::Keepalive
+                | SlotState::Closing
         )
     }
 
+    /// A published connection: held and past claiming, so its fields are valid.
+    pub fn is_open(self) -> bool {
+        self.is_held() && self != SlotState::Claiming
+    }
+
     pub fn is_ending(self) -> bool {
-        matches!(self, ConnState::EndingClosed | ConnState::EndingReclaimed)
+        matches!(self, SlotState::EndingClosed | SlotState::EndingReclaimed)
     }
 }
 
@@ -111,17 +81,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_through_u32() {
-        for v in 0..=12u32 {
-            assert_eq!(ConnState::from_u32(v) as u32, v);
+    fn stored_values_round_trip_and_others_read_as_free() {
+        for v in [0, 1, 2, 3, 4, 5, 11, 12u32] {
+            assert_eq!(SlotState::from_u32(v) as u32, v);
         }
-        assert_eq!(ConnState::from_u32(99), ConnState::Free);
+        for v in [6, 7, 8, 9, 10, 13, 99, 255, u32::MAX] {
+            assert_eq!(SlotState::from_u32(v), SlotState::Free, "{v}");
+        }
     }
 
     #[test]
-    fn open_states_are_the_live_ones() {
-        assert!(ConnState::Keepalive.is_open());
-        assert!(!ConnState::Closed.is_open());
-        assert!(!ConnState::Free.is_open());
+    fn open_states_are_the_published_held_ones() {
+        assert!(SlotState::Keepalive.is_open());
+        assert!(SlotState::Claiming.is_held() && !SlotState::Claiming.is_open());
+        assert!(!SlotState::EndingClosed.is_open());
+        assert!(!SlotState::Free.is_open());
     }
 }

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::*;
-use crate::table::state::ConnState;
+use crate::table::state::SlotState;
 
 /// A heap buffer standing in for the shared segment (64-byte aligned, zeroed).
 fn region(nslots: usize, nchildren: usize) -> (HeapTable, SharedTable) {
@@ -60,7 +60,7 @@ fn concurrent_claims_never_share_a_slot() {
                         let slot = t.owned(h).unwrap();
                         slot.fd.store(th as i32, Relaxed);
                         slot.write_text(b"GET", format!("/t{th}").as_bytes());
-                        t.set_state(h, ConnState::Handling, 2);
+                        t.set_state(h, SlotState::Handling, 2);
                         std::thread::yield_now();
                         // Nobody else wrote into our slot while we held it.
                         assert_eq!(slot.fd.load(Relaxed), th as i32);
@@ -78,7 +78,7 @@ fn concurrent_claims_never_share_a_slot() {
     assert_eq!(c.open, 0);
     assert_eq!(c.accepted, 16_000);
     assert_eq!(c.closed + c.untracked, 16_000);
-    assert!(t.slots().iter().all(|s| s.lease().state == ConnState::Free));
+    assert!(t.slots().iter().all(|s| s.lease().state == SlotState::Free));
 }
 
 #[test]
@@ -136,6 +136,22 @@ fn reclaim_frees_dead_owners_only() {
         hist, 1,
         "a reclaimed CLOSE_WAIT socket still lands in the histogram"
     );
+}
+
+#[test]
+fn an_unknown_state_byte_reads_as_free_and_is_left_alone() {
+    let (_m, t) = region(2, 1);
+    // A hostile lease: state 7 (a number no SlotState has), tag 5, a pid that is not alive.
+    let word = 4242u64 << 32 | 5 << 8 | 7;
+    t.slots()[0].lease.store(word, Relaxed);
+    assert_eq!(t.slots()[0].lease().state, SlotState::Free);
+    assert_eq!(t.reclaim_slots(99, |_| false), 0, "the reclaimer skips it");
+    let totals = t.totals();
+    assert_eq!((totals.accepted, totals.open, totals.ending), (0, 0, 0));
+    let h = t.claim(100, 0, 1).expect("the other slot");
+    assert_eq!(h.index, 1, "a claim cannot take the unknown word");
+    assert!(t.claim(100, 0, 1).is_none());
+    assert_eq!(t.slots()[0].lease.load(Relaxed), word, "nothing rewrote it");
 }
 
 #[test]

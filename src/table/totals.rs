@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::layout::Slot;
-use super::state::ConnState;
+use super::state::SlotState;
 use super::SharedTable;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,7 +39,7 @@ fn slot_share(slot: &Slot) -> (u64, u64, u64) {
         let closed = slot.ended_closed.load(Relaxed);
         let reclaimed = slot.ended_reclaimed.load(Relaxed);
         let pending = match before.state {
-            ConnState::Free => 0,
+            SlotState::Free => 0,
             s if s.is_ending() && slot.lifetime_counted(before.tag) => 0,
             _ => 1,
         };

@@ -10,7 +10,7 @@ use crate::ffi::conn::{self, ConnTrack};
 use crate::ffi::{log, server_conf};
 use crate::messages;
 use crate::runtime;
-use crate::table::state::ConnState;
+use crate::table::state::SlotState;
 use crate::table::{SharedTable, SlotHandle};
 
 const OK: c_int = b::OK;
@@ -55,7 +55,7 @@ callback!(
                 Some(b::apr_pool_cleanup_null),
             );
         }
-        table.set_state(handle, ConnState::Reading, now);
+        table.set_state(handle, SlotState::Reading, now);
         OK
     }
 );
@@ -98,7 +98,7 @@ callback!(
     pub fn pre_close_connection(c: &b::conn_rec) -> c_int {
         // SAFETY: c is a live conn_rec.
         if let (Some(t), Some(table)) = (unsafe { conn::track_of(c) }, runtime::table()) {
-            table.set_state(t.handle, ConnState::Closing, mono_ms());
+            table.set_state(t.handle, SlotState::Closing, mono_ms());
         }
         OK
     }

@@ -10,7 +10,7 @@ use crate::ffi::boundary::guarded;
 use crate::ffi::conn;
 use crate::ffi::server_conf;
 use crate::runtime;
-use crate::table::state::ConnState;
+use crate::table::state::SlotState;
 
 const DECLINED: c_int = b::DECLINED;
 
@@ -52,7 +52,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
         // SAFETY: method and parsed_uri.path are null or NUL-terminated strings in r->pool.
         let (method, path) = unsafe { (conn::bytes(rr.method), conn::bytes(rr.parsed_uri.path)) };
         slot.write_text(method, path);
-        table.set_state(track.handle, ConnState::Handling, mono_ms());
+        table.set_state(track.handle, SlotState::Handling, mono_ms());
         DECLINED
     })
 }
@@ -72,9 +72,9 @@ pub unsafe extern "C" fn log_transaction(r: *mut b::request_rec) -> c_int {
         // SAFETY: as above.
         let keepalive = unsafe { (*rr.connection).keepalive } == b::AP_CONN_KEEPALIVE as _;
         let state = if keepalive {
-            ConnState::Keepalive
+            SlotState::Keepalive
         } else {
-            ConnState::Closing
+            SlotState::Closing
         };
         table.set_state(track.handle, state, mono_ms());
         DECLINED
