@@ -247,7 +247,10 @@ pub fn close_wait_peers(port: u16) -> Vec<u16> {
         .filter(|s| s.state == TCP_CLOSE_WAIT)
         .map(|s| s.remote_port)
         .collect();
+    // /proc/net/tcp is read in chunks while other sockets come and go, so one socket can be
+    // listed twice; a client port names one connection here (all clients are on 127.0.0.1).
     v.sort();
+    v.dedup();
     v
 }
 
