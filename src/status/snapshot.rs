@@ -182,8 +182,9 @@ fn count(snap: &mut Snapshot, seen: &mut Seen, row: &ConnRow, vhost: u32) {
     {
         *n += 1;
     }
-    // Like the server-wide Open: force-closed connections are counted apart.
-    let open = (row.state != ShownState::ForceClosed) as u64;
+    // Like the server-wide Open: connections shut down by the guard (in the child or by the
+    // guard process) are counted apart, even while their handler still runs.
+    let open = !matches!(row.state, ShownState::ForceClosed | ShownState::Rescued) as u64;
     *seen.open_per_pid.entry(row.pid).or_default() += open;
     let in_close_wait = row.close_wait_ms.is_some();
     snap.totals.close_wait_now += in_close_wait as u64;
@@ -463,26 +464,32 @@ mod tests {
     }
 
     #[test]
-    fn force_closed_rows_are_listed_but_not_open() {
-        let heap = HeapTable::for_tests();
-        let t = heap.table();
-        let v = t.register_vhost("on.test", 80);
-        t.claim_child(7, 0, 1, 1).unwrap();
-        let h = heap.stuck_connection(7, v, 42, 10_000);
-        let s = t.owned(h).unwrap();
-        s.flags.fetch_or(FLAG_FORCE_CLOSED, Relaxed);
-        t.end_close_wait(s, s.lease().tag);
-        let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
-        assert_eq!(snap.connections.len(), 1);
-        assert_eq!(snap.connections[0].state, ShownState::ForceClosed);
-        assert_eq!(snap.totals.open(), 0);
-        assert_eq!(snap.vhosts[0].open, 0);
-        assert!(
-            snap.children.iter().all(|c| c.open == 0),
-            "{:?}",
-            snap.children
-        );
-        assert_eq!(snap.kernel.verdict, Verdict::None);
+    fn force_closed_and_rescued_rows_are_listed_but_not_open() {
+        use crate::table::slot::FLAG_RESCUED;
+        for (flag, shown) in [
+            (FLAG_FORCE_CLOSED, ShownState::ForceClosed),
+            (FLAG_RESCUED, ShownState::Rescued),
+        ] {
+            let heap = HeapTable::for_tests();
+            let t = heap.table();
+            let v = t.register_vhost("on.test", 80);
+            t.claim_child(7, 0, 1, 1).unwrap();
+            let h = heap.stuck_connection(7, v, 42, 10_000);
+            let s = t.owned(h).unwrap();
+            s.flags.fetch_or(flag, Relaxed);
+            t.end_close_wait(s, s.lease().tag);
+            let snap = build(Some(&t), &ServerInfo::default(), 20_000, Ok(vec![]));
+            assert_eq!(snap.connections.len(), 1);
+            assert_eq!(snap.connections[0].state, shown);
+            assert_eq!(snap.totals.open(), 0, "{shown:?}");
+            assert_eq!(snap.vhosts[0].open, 0, "{shown:?}");
+            assert!(
+                snap.children.iter().all(|c| c.open == 0),
+                "{shown:?}: {:?}",
+                snap.children
+            );
+            assert_eq!(snap.kernel.verdict, Verdict::None);
+        }
     }
 
     #[test]
