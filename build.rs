@@ -68,7 +68,7 @@ fn main() {
         .allowlist_type("apr_pool_t|apr_socket_t|apr_shm_t|apr_status_t|apr_sockaddr_t|apr_os_sock_t")
         .allowlist_type("ap_conf_vector_t|process_rec|server_addr_rec|apr_uri_t|cmd_how")
         // Functions
-        .allowlist_function("ap_hook_(post_config|child_init|pre_connection|post_read_request|log_transaction|monitor|handler|pre_close_connection)")
+        .allowlist_function("ap_hook_(check_config|post_config|child_init|pre_connection|post_read_request|log_transaction|monitor|handler|pre_close_connection)")
         .allowlist_function("ap_log_error_|ap_rwrite|ap_set_content_type|ap_get_server_description|ap_show_mpm|ap_mpm_query|ap_state_query|ap_check_cmd_context")
         .allowlist_function("ap_get_server_name|ap_set_module_config|ap_get_module_config|ap_setn|ap_table_setn")
         .allowlist_function("apr_pool_cleanup_register|apr_pool_cleanup_null|apr_pool_cleanup_kill|apr_pool_userdata_get|apr_pool_userdata_set|apr_palloc|apr_pstrdup|apr_pstrndup")

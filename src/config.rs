@@ -111,9 +111,31 @@ impl ServerConfig {
     pub fn rescue(&self) -> bool {
         self.rescue.unwrap_or(DEFAULT_RESCUE)
     }
+    /// Unset: 10 s, or two scan intervals when that is longer (a healthy child checks in
+    /// once per interval, so a shorter timeout would call it hung between check-ins).
     pub fn hung_child_timeout_ms(&self) -> u64 {
         self.hung_child_timeout_ms
-            .unwrap_or(DEFAULT_HUNG_CHILD_TIMEOUT_MS)
+            .unwrap_or(DEFAULT_HUNG_CHILD_TIMEOUT_MS.max(HUNG_CHECKINS * self.scan_interval_ms()))
+    }
+
+    /// A HungChildTimeout that is set must cover two check-ins. Checked once the whole
+    /// configuration is read (check_config), so the order of the lines does not matter.
+    pub fn check_hung_child_timeout(&self) -> Result<(), String> {
+        let Some(hung) = self.hung_child_timeout_ms else {
+            return Ok(());
+        };
+        let interval = self.scan_interval_ms();
+        if hung >= HUNG_CHECKINS * interval {
+            return Ok(());
+        }
+        Err(format!(
+            "SocketGuardHungChildTimeout {} is too short for SocketGuardScanInterval {}: a \
+             healthy child checks in once per scan interval, so the timeout must be at least \
+             {} (two intervals)",
+            ms_text(hung),
+            ms_text(interval),
+            ms_text(HUNG_CHECKINS * interval)
+        ))
     }
     /// 0: Off (the default).
     pub fn abandoned_timeout_ms(&self) -> u64 {
@@ -122,6 +144,18 @@ impl ServerConfig {
     /// 0: Off (the default).
     pub fn graceful_deadline_ms(&self) -> u64 {
         self.graceful_deadline_ms.unwrap_or(0)
+    }
+}
+
+/// How many scan intervals (check-ins) a child may miss before it counts as hung.
+pub const HUNG_CHECKINS: u64 = 2;
+
+/// A duration as the directives accept it: `5s` for whole seconds, else `500ms`.
+fn ms_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 
@@ -331,6 +365,36 @@ mod tests {
     fn hung_child_timeout_bounds() {
         assert_eq!(parse_hung_child_timeout("10s"), Ok(10_000));
         assert!(parse_hung_child_timeout("500ms").is_err());
+    }
+
+    #[test]
+    fn hung_child_timeout_covers_two_check_ins() {
+        let mut c = ServerConfig {
+            scan_interval_ms: Some(5_000),
+            ..Default::default()
+        };
+        // Unset: the default grows with a long interval.
+        assert_eq!(c.hung_child_timeout_ms(), 10_000);
+        c.scan_interval_ms = Some(30_000);
+        assert_eq!(c.hung_child_timeout_ms(), 60_000);
+        assert_eq!(c.check_hung_child_timeout(), Ok(()));
+        // Set: too short for the interval is an error naming both directives and values.
+        c.hung_child_timeout_ms = Some(1_000);
+        c.scan_interval_ms = Some(5_000);
+        let e = c.check_hung_child_timeout().unwrap_err();
+        assert!(
+            e.contains("SocketGuardHungChildTimeout 1s")
+                && e.contains("SocketGuardScanInterval 5s")
+                && e.contains("at least 10s"),
+            "{e}"
+        );
+        c.scan_interval_ms = Some(500);
+        assert_eq!(c.check_hung_child_timeout(), Ok(()));
+        c.scan_interval_ms = Some(750);
+        assert!(c
+            .check_hung_child_timeout()
+            .unwrap_err()
+            .contains("ScanInterval 750ms"));
     }
 
     #[test]

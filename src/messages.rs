@@ -71,6 +71,8 @@ pub const BACKLOG: MsgId = MsgId("SG0027");
 /// More listening ports than the table records: the rest are not guarded (said at start-up
 /// and at each restart).
 pub const LISTENERS_UNGUARDED: MsgId = MsgId("SG0028");
+/// A combination of directives that cannot work; Apache does not start (configtest fails).
+pub const CONFIG_REFUSED: MsgId = MsgId("SG0029");
 
 /// How loud a message from plain-Rust code (the guard thread) should be; the FFI layer maps
 /// it to an APLOG level.
@@ -141,6 +143,7 @@ pub const ALL: &[MsgId] = &[
     GUARD_PROCESS,
     BACKLOG,
     LISTENERS_UNGUARDED,
+    CONFIG_REFUSED,
 ];
 
 #[cfg(test)]

@@ -176,6 +176,25 @@ fn bad_values_fail_configtest() {
                 "SocketGuardGracefulDeadline",
                 Some("-1"),
             ),
+            // A HungChildTimeout shorter than two check-ins, in either order of the lines.
+            (
+                Global,
+                "SocketGuardScanInterval 5s\nSocketGuardHungChildTimeout 9s",
+                "SG0029: SocketGuardHungChildTimeout 9s is too short for SocketGuardScanInterval 5s",
+                Some("SocketGuardHungChildTimeout 9s"),
+            ),
+            (
+                Global,
+                "SocketGuardHungChildTimeout 1s\nSocketGuardScanInterval 750ms",
+                "SocketGuardScanInterval 750ms",
+                Some("SocketGuardHungChildTimeout 1s is too short"),
+            ),
+            (
+                Global,
+                "SocketGuardHungChildTimeout 1s",
+                "SocketGuardScanInterval 1s",
+                Some("at least 2s"),
+            ),
             // Argument count errors come from Apache itself but must still name the directive.
             (Global, "SocketGuardAutoClose", "SocketGuardAutoClose", None),
             (Global, "SocketGuardSlots 16 32", "SocketGuardSlots", None),
@@ -257,7 +276,15 @@ fn good_forms_pass_configtest() {
             (Global, "SocketGuardSlots 4096", "", None),
             (Global, "SocketGuardRescue On", "", None),
             (Global, "SocketGuardRescue Off", "", None),
-            (Global, "SocketGuardHungChildTimeout 1s", "", None),
+            (Global, "SocketGuardHungChildTimeout 2s", "", None),
+            (
+                Global,
+                "SocketGuardHungChildTimeout 1s\nSocketGuardScanInterval 500ms",
+                "",
+                None,
+            ),
+            // Unset, HungChildTimeout grows with the interval (two intervals).
+            (Global, "SocketGuardScanInterval 30s", "", None),
             (Global, "SocketGuardHungChildTimeout 2m", "", None),
             (Global, "SocketGuardHungChildTimeout 60", "", None),
             (Global, "SocketGuardAutoClose On", "", None),

@@ -105,6 +105,7 @@ callback!(
         // which is exactly when it expects them; the function pointers are to `extern "C"`
         // functions of this module with the signatures bindgen derived from the headers.
         unsafe {
+            b::ap_hook_check_config(Some(hooks::lifecycle::check_config), null(), null(), middle);
             b::ap_hook_post_config(Some(hooks::lifecycle::post_config), null(), null(), middle);
             b::ap_hook_child_init(Some(hooks::lifecycle::child_init), null(), null(), middle);
             b::ap_hook_monitor(Some(hooks::lifecycle::monitor), null(), null(), middle);

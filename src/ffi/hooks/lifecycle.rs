@@ -47,6 +47,29 @@ fn default_sizes() -> (usize, usize) {
 }
 
 callback!(
+    /// Parent, once the whole configuration is read (also under `apache2 -t`): refuses
+    /// combinations of directives that no single directive handler can see, since the lines
+    /// may come in any order.
+    #[on_panic(OK)]
+    pub fn check_config(
+        _pconf: *mut b::apr_pool_t,
+        _plog: *mut b::apr_pool_t,
+        _ptemp: *mut b::apr_pool_t,
+        s: &b::server_rec,
+    ) -> c_int {
+        // SAFETY: s is the main server, live for the whole config generation.
+        let main = unsafe { server_conf::of(s) }.copied().unwrap_or_default();
+        match main.check_hung_child_timeout() {
+            Ok(()) => OK,
+            Err(msg) => {
+                log::err(s, messages::CONFIG_REFUSED, &msg);
+                b::HTTP_INTERNAL_SERVER_ERROR as c_int
+            }
+        }
+    }
+);
+
+callback!(
     /// Parent, after each configuration pass: find or create the shared table, publish this
     /// generation's settings and servers in it, start the guard process.
     #[on_panic(OK)]
