@@ -152,7 +152,7 @@ pub const HUNG_CHECKINS: u64 = 2;
 
 /// A duration as the directives accept it: `5s` for whole seconds, else `500ms`.
 fn ms_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
