@@ -189,7 +189,12 @@ fn check_formats(server: &Apache) -> Result<(), String> {
 
 fn hostile_table_changes_nothing_privileged(mpm: Mpm) {
     let mut server = Apache::start(
-        Opts::new(mpm).vhosts("<VirtualHost *:@PORT@>\n    ServerName on.test\n    SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout 1s\n</VirtualHost>\n"),
+        // Keep-alive and I/O timeouts far beyond the test's length: the held connections
+        // must outlive it even on a loaded machine (with the usual 30 s, a slow prefork run
+        // saw Apache itself close them, which is not what this test is about).
+        Opts::new(mpm)
+            .global("KeepAliveTimeout 600\nTimeout 600\n")
+            .vhosts("<VirtualHost *:@PORT@>\n    ServerName on.test\n    SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout 1s\n</VirtualHost>\n"),
     );
     let guard_before = server.status_auto().num("GuardProcessPid");
     assert!(guard_before > 0, "a guard process runs");
@@ -231,9 +236,12 @@ fn hostile_table_changes_nothing_privileged(mpm: Mpm) {
     for (i, c) in held.iter_mut().enumerate() {
         c.send_request("GET", "/index.html", Some("on.test"), true, &[], b"")
             .unwrap_or_else(|e| panic!("held connection #{i} was closed: {e}"));
-        let r = c
-            .read_response(false)
-            .unwrap_or_else(|e| panic!("held connection #{i} got no answer: {e}"));
+        let r = c.read_response(false).unwrap_or_else(|e| {
+            panic!(
+                "held connection #{i} got no answer {:?} after the first pass: {e}",
+                start.elapsed()
+            )
+        });
         assert_eq!(r.status, 200, "held connection #{i}");
     }
     assert!(server.is_running(), "the parent is alive");
