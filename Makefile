@@ -5,6 +5,8 @@
 #   make run        start a demo Apache on 127.0.0.1:8080 in the foreground (PORT=, MPM=)
 #   make start      the same server in the background; `make stop` stops it
 #   make install    install the module with apxs and the Debian a2enmod files
+#   make deb        Debian package build/libapache2-mod-socket-guard_*.deb (docs/packaging.md)
+#   make test-deb   install that package, serve /socket-status from it, purge it (root; in make test)
 #   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
@@ -38,13 +40,25 @@ MODS_AVAILABLE := /etc/apache2/mods-available
 SOCKET_GUARD_SO := $(CURDIR)/$(SO)
 export SOCKET_GUARD_SO
 
+# The Debian package (make deb): its version is debian/changelog's, which scripts/deb.sh checks
+# against Cargo.toml's. Rebuilt only when one of its inputs changed (directories count: a
+# removed file changes its directory's time).
+DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null)
+DEB         := build/libapache2-mod-socket-guard_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_INPUTS  := Cargo.toml Cargo.lock build.rs scripts/deb.sh \
+               $(shell find src include debian apache-conf \( -type f -o -type d \) 2>/dev/null)
+# tests/deb_package.rs installs this one.
+SOCKET_GUARD_DEB := $(CURDIR)/$(DEB)
+export SOCKET_GUARD_DEB
+
 .PHONY: all build bootstrap test test-unit test-integration run start stop demo install \
-        bench demo-rescue seed-replay memcheck soak clean fmt lint help
+        deb test-deb bench demo-rescue seed-replay memcheck soak clean fmt lint help
 
 all: build
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' Makefile
+	@sed -n '3,15s/^# \{0,1\}//p' Makefile
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -63,13 +77,23 @@ test-unit:
 	$(CARGO) test --release --lib
 
 # Integration tests start real Apache servers: run them serially (2 cores, bounded time).
-test-integration: build
+# tests/deb_package.rs among them installs the package, so it is built first.
+test-integration: build deb
 	@if compgen -G 'tests/*.rs' >/dev/null; then \
 	    echo "$(CARGO) test --release --no-fail-fast --test '*' -- --test-threads=1"; \
 	    $(CARGO) test --release --no-fail-fast --test '*' -- --test-threads=1; \
 	else \
 	    echo "no integration tests in tests/"; \
 	fi
+
+deb: $(DEB)
+
+$(DEB): $(DEB_INPUTS) | bootstrap
+	scripts/deb.sh
+
+# Only the package test (it also runs in test-integration): root, like CI.
+test-deb: deb
+	$(CARGO) test --release --test deb_package -- --test-threads=1
 
 run: build
 	PORT=$(PORT) MPM=$(MPM) scripts/run.sh
@@ -133,10 +157,14 @@ memcheck: build
 soak: build
 	scripts/soak.py
 
+# build/ holds the packages too; the debian/ files are what a dpkg-buildpackage run directly in
+# this tree would leave (make deb builds in a copy under build/deb).
 clean:
 	@if [[ -e build/run/apache2.pid ]]; then scripts/run.sh --stop; fi
 	-$(CARGO) clean
 	rm -rf build
+	rm -rf debian/.debhelper debian/libapache2-mod-socket-guard debian/tmp debian/files \
+	       debian/*.substvars debian/debhelper-build-stamp debian/*.debhelper.log
 
 fmt:
 	$(CARGO) fmt --all

@@ -56,6 +56,10 @@ if [[ -z ${LIBCLANG_PATH:-} ]] && ! have_libclang; then
 fi
 have_file_glob /usr/lib/llvm-*/lib/clang/*/include/stddef.h /usr/lib/clang/*/include/stddef.h ||
     need libclang-dev
+# make deb: dpkg-buildpackage, dh (dh_apache2 itself comes with apache2-dev), fakeroot.
+have_cmd dpkg-buildpackage || need dpkg-dev
+have_cmd dh || need debhelper
+have_cmd fakeroot || need fakeroot
 have_cmd wrk || need wrk
 have_cmd ab || need apache2-utils
 have_cmd ss || need iproute2

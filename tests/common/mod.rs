@@ -19,6 +19,7 @@
 pub mod http;
 pub mod json;
 pub mod status;
+pub mod system;
 
 use std::collections::HashMap;
 use std::fs;
@@ -141,6 +142,10 @@ pub struct Opts {
     /// Start apache2 without CAP_SYS_PTRACE in its bounding set (as `capsh --drop` would):
     /// no process of the server can ever have it.
     pub drop_ptrace: bool,
+    /// Run from the system's layout (`-d /etc/apache2`): the modules and their config come
+    /// from its mods-enabled/*.load and *.conf (an installed package's), not from the
+    /// harness's LoadModule lines; see `system::render_system_config`.
+    pub system_layout: bool,
 }
 
 impl Opts {
@@ -155,6 +160,15 @@ impl Opts {
             extra_ports: 0,
             run_as: None,
             drop_ptrace: false,
+            system_layout: false,
+        }
+    }
+    /// A server from the system's layout: see `Opts::system_layout` (`mpm` is what
+    /// mods-enabled says; `tuning`, `mod_status` and `load_module` do not apply).
+    pub fn system_layout() -> Opts {
+        Opts {
+            system_layout: true,
+            ..Opts::new(Mpm::Event)
         }
     }
     pub fn without_ptrace(mut self) -> Opts {
@@ -297,7 +311,11 @@ fn prepare_dir(dir: &Path, opts: &Opts, ports: &[u16]) -> String {
         }
         write_file(&large, &content, 0o644);
     }
-    render_config(dir, opts, ports)
+    if opts.system_layout {
+        system::render_system_config(dir, opts, ports)
+    } else {
+        render_config(dir, opts, ports)
+    }
 }
 
 fn substitute(text: &str, dir: &Path, ports: &[u16]) -> String {
@@ -482,6 +500,9 @@ impl Apache {
         if let Some((uid, gid)) = opts.run_as {
             chown_tree(&dir.path, uid, gid);
             cmd.uid(uid).gid(gid);
+        }
+        if opts.system_layout {
+            system::prepare_command(&mut cmd, &dir.path);
         }
         cmd.arg("-f")
             .arg(&conf_path)
