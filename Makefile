@@ -1,7 +1,8 @@
 # mod_socket_guard — build, test, run and install the Apache httpd 2.4 module.
 #
 #   make            build the release module into build/mod_socket_guard.so
-#   make test       unit tests, then the integration tests (real Apache servers, one at a time)
+#   make test       unit tests, test-contrib, then integration tests (real Apache, one at a time)
+#   make test-contrib  promtool check and unit tests of the alert rules in contrib/prometheus
 #   make run        start a demo Apache on 127.0.0.1:8080 in the foreground (PORT=, MPM=)
 #   make start      the same server in the background; `make stop` stops it
 #   make install    install the module with apxs and the Debian a2enmod files
@@ -52,13 +53,14 @@ DEB_INPUTS  := Cargo.toml Cargo.lock build.rs scripts/deb.sh \
 SOCKET_GUARD_DEB := $(CURDIR)/$(DEB)
 export SOCKET_GUARD_DEB
 
-.PHONY: all build bootstrap test test-unit test-integration run start stop demo install \
-        deb test-deb bench demo-rescue seed-replay memcheck soak clean fmt lint help
+.PHONY: all build bootstrap test test-unit test-contrib test-integration run start stop demo \
+        install deb test-deb bench demo-rescue seed-replay memcheck soak clean fmt lint help
 
 all: build
 
 help:
-	@sed -n '3,15s/^# \{0,1\}//p' Makefile
+	@# The header comment, from line 3 to its first empty '#' line.
+	@sed -n '3,/^#$$/{/^#$$/!s/^# \{0,1\}//p}' Makefile
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -71,10 +73,17 @@ build: bootstrap
 
 test: build
 	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-contrib
 	$(MAKE) --no-print-directory test-integration
 
 test-unit:
 	$(CARGO) test --release --lib
+
+# The alert rules and their promtool unit tests (docs/fleet.md). That the rules and the Grafana
+# dashboard name only metrics the module emits is tests/contrib_metrics.rs, an integration test.
+test-contrib: bootstrap
+	promtool check rules contrib/prometheus/socket_guard.rules.yml
+	cd contrib/prometheus && promtool test rules socket_guard.rules.test.yml
 
 # Integration tests start real Apache servers: run them serially (2 cores, bounded time).
 # tests/deb_package.rs among them installs the package, so it is built first.

@@ -71,6 +71,29 @@ have_cmd gcc || need gcc
 have_cmd pkg-config || need pkg-config
 have_cmd timeout || need coreutils
 have_cmd runuser || need util-linux
+# promtool (`make test-contrib` checks contrib/prometheus) ships only in Debian's prometheus
+# package, which also carries the server: see prometheus_stays_off below.
+have_cmd promtool || need prometheus
+
+# We install prometheus for promtool only. Its postinst starts the server (invoke-rc.d, or
+# deb-systemd-invoke under systemd) unless policy-rc.d forbids it, which the guard below does,
+# and enables it at boot. Disable it at boot, and if a server was started anyway (a
+# policy-rc.d that allows starts was already there) stop exactly that one, by the init
+# script's pid file, which did not exist before the install.
+prom_pidfile=/run/prometheus/prometheus.pid
+prom_pid_before=$([[ -e $prom_pidfile ]] && echo yes || echo no)
+prometheus_stays_off() {
+    "${SUDO[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+    if [[ $prom_pid_before == no && -e $prom_pidfile ]]; then
+        log "the prometheus package started its server: stopping it (pid $(cat "$prom_pidfile"))"
+        "${SUDO[@]}" start-stop-daemon --stop --quiet --oknodo --retry=TERM/30/KILL/5 \
+            --exec /usr/bin/prometheus --pidfile "$prom_pidfile" --remove-pidfile || true
+    fi
+    if [[ -d /run/systemd/system ]]; then
+        "${SUDO[@]}" systemctl stop prometheus.service >/dev/null 2>&1 || true
+    fi
+    log "prometheus is installed for promtool only; its server is not running and is disabled at boot"
+}
 
 if [[ ${#missing[@]} -gt 0 ]]; then
     if ! have_cmd apt-get; then
@@ -116,6 +139,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     added_policy=0
     trap - EXIT
     log "installed: ${missing[*]}"
+    if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+        prometheus_stays_off
+    fi
 fi
 
 # Rust: installed by the user (rustup or Debian's cargo), never downloaded from here.
