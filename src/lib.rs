@@ -13,7 +13,7 @@
 //! - `ffi`      — everything that touches Apache: bindings, module struct, hooks, handler
 
 pub mod clock;
-mod config;
+pub mod config; // pub: tests/docs_directives.rs reads documented durations with its parser
 pub mod guard;
 pub mod kernel;
 mod messages;

@@ -43,7 +43,7 @@ static COMMANDS: CommandTable<9> = CommandTable([
     take1(c"SocketGuardSlots", directives::slots,
         c"capacity of the shared connection table, 16 to 1000000 (default: sized from the MPM limits); server config only"),
     take1(c"SocketGuardRescue", directives::rescue,
-        c"On | Off - let the parent close CLOSE_WAIT sockets held by hung children or other processes (default On); server config only"),
+        c"On | Off - let the guard process close CLOSE_WAIT sockets held by hung children or other processes (default On); server config only"),
     take1(c"SocketGuardHungChildTimeout", directives::hung_child_timeout,
         c"duration after which a child whose guard has not checked in is treated as hung, min 1s (default 10s); server config only"),
     take1(c"SocketGuardAbandonedTimeout", directives::abandoned_timeout,
