@@ -775,7 +775,7 @@ def phase_hung(cfg, work):
         until = mono() + 10
         missing = clients
         while missing and mono() < until:
-            r = http_get(srv.port, "/socket-status?json", 5)
+            r = http_get(srv.port, "/socket-status?json&all", 5)
             j = json.loads(r[1]) if r and r[0] == 200 else None
             rows = j["connections"] if j else []
             owner = {}

@@ -549,7 +549,7 @@ mod tests {
             Some(Some(Stop::CgiTerm))
         );
         assert_eq!(find(ConnState::Keepalive, Some(4_000)), Some(None));
-        let rows = snap.sorted_connections();
+        let rows = crate::status::select::ordered(&snap);
         let order: Vec<(ConnState, Option<u64>)> =
             rows.iter().map(|c| (c.state, c.abandoned_ms)).collect();
         assert_eq!(
@@ -787,7 +787,9 @@ mod tests {
             "{a}"
         );
 
-        let j = json::render(&snap);
+        let q = crate::status::query::Query::default();
+        let sel = crate::status::select::select(&snap, &q);
+        let j = json::render(&snap, &sel, &q);
         assert!(j.contains("\"untracked\":2,\"backlog\":1,"), "{j}");
         assert!(j.contains(
             "{\"client\":\"198.51.100.9:1234\",\"local_port\":80,\"inode\":500,\
@@ -815,7 +817,7 @@ mod tests {
             "no per-socket series"
         );
 
-        let h = html::render(&snap, None);
+        let h = html::render(&snap, &sel, &q);
         assert!(
             h.contains("1 tracked, 2 untracked, 2 leaked, 1 backlog."),
             "{h}"
