@@ -5,7 +5,8 @@
 #   make run        start a demo Apache on 127.0.0.1:8080 in the foreground (PORT=, MPM=)
 #   make start      the same server in the background; `make stop` stops it
 #   make install    install the module with apxs and the Debian a2enmod files
-#   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost
+#   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost,
+#                   the status page's size and time at 10,000 connections
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
 #   make memcheck   Apache -X and a graceful restart under valgrind: module's memory errors/leaks
@@ -44,7 +45,7 @@ export SOCKET_GUARD_SO
 all: build
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' Makefile
+	@sed -n '3,14s/^# \{0,1\}//p' Makefile
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -110,10 +111,12 @@ bench: build
 	$(CARGO) bench --bench hooks
 	$(CARGO) bench --bench scan
 	$(CARGO) bench --bench latency
+	$(CARGO) bench --bench status_render
 	benches/instructions.sh
 	KEEPALIVE=1 benches/instructions.sh
 	benches/run.sh
 	benches/guard_process.py
+	benches/status_page.py
 
 # The five kinds of CLOSE_WAIT socket on a real prefork server, end to end (needs root).
 demo-rescue: build
