@@ -8,7 +8,8 @@
 #   make install    install the module with apxs and the Debian a2enmod files
 #   make deb        Debian package build/libapache2-mod-socket-guard_*.deb (docs/packaging.md)
 #   make test-deb   install that package, serve /socket-status from it, purge it (root; in make test)
-#   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost
+#   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost,
+#                   the status page's size and time at 10,000 connections
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
 #   make memcheck   Apache -X and a graceful restart under valgrind: module's memory errors/leaks
@@ -143,10 +144,12 @@ bench: build
 	$(CARGO) bench --bench hooks
 	$(CARGO) bench --bench scan
 	$(CARGO) bench --bench latency
+	$(CARGO) bench --bench status_render
 	benches/instructions.sh
 	KEEPALIVE=1 benches/instructions.sh
 	benches/run.sh
 	benches/guard_process.py
+	benches/status_page.py
 
 # The five kinds of CLOSE_WAIT socket on a real prefork server, end to end (needs root).
 demo-rescue: build

@@ -775,7 +775,7 @@ def phase_hung(cfg, work):
         until = mono() + 10
         missing = clients
         while missing and mono() < until:
-            r = http_get(srv.port, "/socket-status?json", 5)
+            r = http_get(srv.port, "/socket-status?json&all", 5)
             j = json.loads(r[1]) if r and r[0] == 200 else None
             rows = j["connections"] if j else []
             owner = {}
@@ -1260,12 +1260,9 @@ def main():
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(sig, on_signal)
     signal.alarm(budget)
-    os.makedirs(BENCH_DIR, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="guard-process.", dir=BENCH_DIR)
-    os.chmod(work, 0o755)  # the server runs as www-data
-    ok = False
-    hung = idle = None
-    try:
+
+    def body(work):
+        hung = idle = None
         cfg["so_sha"] = file_sha(cfg["so"])
         note(f"module {cfg['so']} (sha256 {cfg['so_sha']}); phases {' '.join(cfg['phases'])}; work dir {work}; "
              f"time budget {budget} s")
@@ -1274,25 +1271,40 @@ def main():
                 hung = phase_hung(cfg, work)
             else:
                 idle = phase_idle(cfg, work)
-        text = report(cfg, hung, idle, started, mono() - t0)
-        with open(RESULTS, "w") as f:
+        return report(cfg, hung, idle, started, mono() - t0)
+
+    return run_bench("guard-process.", RESULTS, cfg["keep"], note, body)
+
+
+def run_bench(prefix, results, keep, say, body):
+    """Runs `body(work dir)` (a fresh directory under build/bench/), prints the report it
+    returns and writes it to `results`; on any exit resumes what was stopped, resets the
+    client sockets and stops the servers (`cleanup`). The work dir is removed after a success
+    unless `keep`. Returns the exit status. Shared by the bench scripts."""
+    os.makedirs(BENCH_DIR, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=prefix, dir=BENCH_DIR)
+    os.chmod(work, 0o755)  # the server runs as www-data
+    ok = False
+    try:
+        text = body(work)
+        with open(results, "w") as f:
             f.write(text + "\n")
         print(text)
-        note(f"results written to {os.path.relpath(RESULTS, ROOT)}")
+        say(f"results written to {os.path.relpath(results, ROOT)}")
         ok = True
         return 0
     except BenchError as e:
-        note(f"error: {e}")
+        say(f"error: {e}")
         return 1
     except Interrupted as e:
-        note(f"interrupted ({e}{', time budget exceeded' if 'SIGALRM' in str(e) else ''})")
+        say(f"interrupted ({e}{', time budget exceeded' if 'SIGALRM' in str(e) else ''})")
         return 130
     finally:
         cleanup()
-        if ok and not cfg["keep"]:
+        if ok and not keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            note(f"configs and logs kept in {work}")
+            say(f"configs and logs kept in {work}")
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ class Server:
         return Auto(body)
 
     def json(self, timeout=5.0):
-        st, body = http_get(self.port, "/socket-status?json", timeout=timeout)
+        st, body = http_get(self.port, "/socket-status?json&all", timeout=timeout)
         if st != 200:
             raise OSError(f"/socket-status?json answered {st}")
         return json.loads(body)

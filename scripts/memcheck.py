@@ -58,7 +58,8 @@ MODULE_OBJ = "mod_socket_guard.so"
 FATAL_KINDS = ("InvalidRead", "InvalidWrite", "InvalidFree", "MismatchedFree", "InvalidJump",
                "InvalidMemPool", "Overlap", "SyscallParam", "UninitCondition", "UninitValue",
                "ClientCheck", "Leak_DefinitelyLost", "Leak_IndirectlyLost")
-STATUS_QUERIES = ("", "?auto", "?json", "?metrics", "?refresh=2", "?auto&refresh=3")
+STATUS_QUERIES = ("", "?auto", "?json", "?metrics", "?refresh=2", "?auto&refresh=3",
+                  "?page=2&limit=1", "?json&all", "?json&state=keepalive,handling&client=127.0.&vhost=x")
 GUARD_LINES = """SocketGuardScanInterval 200ms
 SocketGuardHungChildTimeout 5s
 SocketGuardSlots {slots}
@@ -221,6 +222,7 @@ def status_pages(run, rounds):
         run.expect("status page", 200, "/socket-status?json", method="HEAD")
         run.expect("status page, refused query", 400, "/socket-status?auto&json")
         run.expect("status page, refused query", 400, "/socket-status?refresh=x")
+        run.expect("status page, refused query", 400, "/socket-status?limit=0")
         run.expect("status page, POST", 405, "/socket-status", method="POST", body=b"x=1")
         run.expect("mod_status", 200, "/server-status")
         run.expect("mod_status", 200, "/server-status?auto")

@@ -85,7 +85,7 @@ def slot_sample(server):
     ports = {server.port, server.on_port}
     c = sglab.http.client.HTTPConnection(ADDR, server.port, timeout=10)
     try:
-        st, body = sglab.request(server.port, "/socket-status?json", conn=c)
+        st, body = sglab.request(server.port, "/socket-status?json&all", conn=c)
         own = (f"{ADDR}:{c.sock.getsockname()[1]}", server.port)
         kernel = set(sglab.kernel_connections(ports)) - {own}
     finally:

@@ -162,7 +162,7 @@ class Chaos:
 
     def serving_shop_cgi(self):
         try:
-            st, body = sglab.request(self.server.port, "/socket-status?json", timeout=5)
+            st, body = sglab.request(self.server.port, "/socket-status?json&all", timeout=5)
             rows = json.loads(body)["connections"] if st == 200 else []
         except (OSError, sglab.http.client.HTTPException, ValueError):
             rows = []

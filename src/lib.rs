@@ -19,7 +19,7 @@ pub mod kernel;
 mod messages;
 mod rescue;
 mod runtime;
-mod status;
+pub mod status;
 pub mod sys;
 pub mod table;
 

@@ -9,7 +9,9 @@ use crate::clock::mono_ms;
 use crate::kernel::{self, sock_diag::DiagSocket};
 use crate::messages;
 use crate::runtime;
-use crate::status::query::{self, Format};
+use crate::status::escape;
+use crate::status::query::{self, Format, QueryError};
+use crate::status::select::select;
 use crate::status::snapshot::{self, ServerInfo};
 use crate::status::{auto, html, json, metrics, model::Snapshot, server_status};
 
@@ -41,6 +43,25 @@ fn write_body(r: &mut b::request_rec, body: &str) {
     unsafe { b::ap_rwrite(body.as_ptr() as *const _, body.len() as c_int, r) };
 }
 
+/// Answers 400 for a query we cannot honour. The reason goes into the error log and, through
+/// the `error-notes` note, into Apache's own 400 page (which prints that note as HTML, so it
+/// is escaped; it names parameters and limits, never what the client sent).
+fn refuse(r: &mut b::request_rec, e: &QueryError) -> c_int {
+    let text = format!("bad /socket-status query: {e}");
+    log::log(
+        log::Level::Info,
+        r.server,
+        messages::BAD_STATUS_QUERY,
+        &text,
+    );
+    if let Ok(note) = CString::new(escape::html(&text)) {
+        // SAFETY: r->notes is the request's table; apr_table_set copies key and value into
+        // the table's pool.
+        unsafe { b::apr_table_set(r.notes, c"error-notes".as_ptr(), note.as_ptr()) };
+    }
+    b::HTTP_BAD_REQUEST
+}
+
 callback!(
     /// The `socket-status` handler: GET and HEAD only, output chosen by the query string.
     #[on_panic(b::HTTP_INTERNAL_SERVER_ERROR, "socket-status handler")]
@@ -59,15 +80,7 @@ callback!(
         let args = unsafe { (!r.args.is_null()).then(|| conn::text(r.args)) };
         let q = match query::parse(args.as_deref()) {
             Ok(q) => q,
-            Err(e) => {
-                log::log(
-                    log::Level::Info,
-                    r.server,
-                    messages::BAD_STATUS_QUERY,
-                    &format!("bad /socket-status query: {e}"),
-                );
-                return b::HTTP_BAD_REQUEST;
-            }
+            Err(e) => return refuse(r, &e),
         };
         let ctype = CString::new(query::content_type(q.format)).unwrap_or_default();
         // SAFETY: ap_set_content_type keeps the pointer, so it must live as long as the
@@ -78,9 +91,9 @@ callback!(
         }
         let snap = take_snapshot();
         let body = match q.format {
-            Format::Html => html::render(&snap, q.refresh),
+            Format::Html => html::render(&snap, &select(&snap, &q), &q),
             Format::Auto => auto::render(&snap),
-            Format::Json => json::render(&snap),
+            Format::Json => json::render(&snap, &select(&snap, &q), &q),
             Format::Metrics => metrics::render(&snap),
         };
         write_body(r, &body);

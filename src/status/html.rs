@@ -8,7 +8,10 @@ use std::fmt::Write;
 
 use super::auto::force_closed_held;
 use super::escape::{html as e, ms_as_secs};
-use super::model::{ChildRow, CloseWaitClass, ConnRow, ShownState, Snapshot, Verdict, VhostRow};
+use super::html_conns;
+use super::model::{ChildRow, CloseWaitClass, ShownState, Snapshot, Verdict, VhostRow};
+use super::query::Query;
+use super::select::Selection;
 use super::{open_in, vhost_label};
 
 const CSS: &str = "body{font-family:sans-serif;margin:1em 2em}\
@@ -20,12 +23,15 @@ tr.cw td{background:#fdd}tr.fc td{background:#fe9}tr.ab td{background:#fec}.hung
 .headline.cw{background:#fdd;border:2px solid #b00}.headline.ok{background:#dfd}\
 .verdict{font-size:1.1em;margin-top:0}.verdict.leak{color:#b00;font-weight:bold}\
 .verdict.churn{color:#850}.verdict.none{color:#070}\
-code{white-space:pre-wrap;word-break:break-all}";
+code{white-space:pre-wrap;word-break:break-all}\
+form label{margin-right:1em}";
 
-pub fn render(s: &Snapshot, refresh: Option<u32>) -> String {
-    let mut o = String::with_capacity(8192);
+/// The page for `q`: the tables of totals, vhosts and children are over every connection;
+/// the connection tables hold what `sel` chose.
+pub fn render(s: &Snapshot, sel: &Selection, q: &Query) -> String {
+    let mut o = String::with_capacity(16384);
     o.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-    if let Some(n) = refresh {
+    if let Some(n) = q.refresh {
         let _ = writeln!(o, "<meta http-equiv=\"refresh\" content=\"{n}\">");
     }
     let _ = writeln!(
@@ -35,9 +41,12 @@ pub fn render(s: &Snapshot, refresh: Option<u32>) -> String {
     o.push_str("<h1>Socket Guard Status</h1>\n");
     summary(&mut o, s);
     headline(&mut o, s);
+    html_conns::attention(&mut o, sel, q);
+    // The leak report (top paths and clients per vhost, issue 9) belongs here, right after
+    // the rows that need attention: it is being built on another branch.
     vhosts(&mut o, &s.vhosts);
     children(&mut o, &s.children);
-    connections(&mut o, s);
+    html_conns::listing(&mut o, s, sel, q);
     kernel(&mut o, s);
     histogram(&mut o, s);
     o.push_str("</body>\n</html>\n");
@@ -119,7 +128,7 @@ fn off_or_secs(ms: u64) -> String {
     }
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
+pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -186,7 +195,7 @@ fn headline(o: &mut String, s: &Snapshot) {
 }
 
 /// Opens a table with the given (static, trusted) header cells.
-fn table_head(o: &mut String, headers: &[&str]) {
+pub(super) fn table_head(o: &mut String, headers: &[&str]) {
     o.push_str("<table>\n<tr>");
     for h in headers {
         let _ = write!(o, "<th>{h}</th>");
@@ -195,7 +204,7 @@ fn table_head(o: &mut String, headers: &[&str]) {
 }
 
 /// One row; cells are already escaped. Numeric cells (`n`) are right-aligned.
-fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
+pub(super) fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
     match class {
         Some(c) => {
             let _ = write!(o, "<tr class=\"{c}\">");
@@ -212,11 +221,11 @@ fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
     o.push_str("</tr>\n");
 }
 
-fn num(v: impl ToString) -> (String, bool) {
+pub(super) fn num(v: impl ToString) -> (String, bool) {
     (v.to_string(), true)
 }
 
-fn txt(v: String) -> (String, bool) {
+pub(super) fn txt(v: String) -> (String, bool) {
     (v, false)
 }
 
@@ -292,76 +301,6 @@ fn children(o: &mut String, rows: &[ChildRow]) {
         );
     }
     o.push_str("</table>\n");
-}
-
-fn connections(o: &mut String, s: &Snapshot) {
-    o.push_str("<h2>Connections</h2>\n");
-    let rows = s.sorted_connections();
-    if rows.is_empty() {
-        o.push_str("<p>No open connections.</p>\n");
-        return;
-    }
-    table_head(
-        o,
-        &[
-            "PID",
-            "Client",
-            "Local port",
-            "VHost",
-            "State",
-            "Age (s)",
-            "In CLOSE_WAIT (s)",
-            "Class",
-            "Abandoned",
-            "Requests",
-            "Method",
-            "Path",
-        ],
-    );
-    for c in rows {
-        conn_row(o, c);
-    }
-    o.push_str("</table>\n");
-}
-
-fn conn_row(o: &mut String, c: &ConnRow) {
-    let in_cw = c.close_wait_ms.map_or_else(|| "-".to_string(), ms_as_secs);
-    // A force-closed row stays listed while its handler runs: it names the URL that leaks.
-    let (row_class, state) = match c.state {
-        ShownState::CloseWait => (Some("cw"), c.state.name()),
-        ShownState::ForceClosed => (Some("fc"), "force-closed (handler still running)"),
-        _ if c.abandoned_ms.is_some() => (Some("ab"), c.state.name()),
-        _ => (None, c.state.name()),
-    };
-    let class = c.class.map_or("-", CloseWaitClass::name);
-    // "12.3 s (CGI SIGTERM)"; empty while the client is there.
-    let mut abandoned = c
-        .abandoned_ms
-        .map_or_else(String::new, |ms| format!("{} s", ms_as_secs(ms)));
-    if let Some(stop) = c.stopped {
-        if !abandoned.is_empty() {
-            abandoned.push(' ');
-        }
-        let _ = write!(abandoned, "({})", stop.label());
-    }
-    row(
-        o,
-        row_class,
-        &[
-            num(c.pid),
-            txt(e(&c.client)),
-            num(c.local_port),
-            txt(e(&c.vhost)),
-            txt(state.to_string()),
-            num(ms_as_secs(c.age_ms)),
-            num(in_cw),
-            txt(class.to_string()),
-            txt(abandoned),
-            num(c.requests),
-            txt(e(&c.method)),
-            txt(format!("<code>{}</code>", e(&c.path))),
-        ],
-    );
 }
 
 /// What each class means and which remedy applies (SPEC "Who holds a CLOSE_WAIT socket").
@@ -526,9 +465,16 @@ fn histogram(o: &mut String, s: &Snapshot) {
 mod tests {
     use super::*;
     use crate::status::fixture;
+    use crate::status::query::parse;
+    use crate::status::select::select;
+
+    fn render_q(s: &Snapshot, args: &str) -> String {
+        let q = parse(Some(args)).unwrap();
+        render(s, &select(s, &q), &q)
+    }
 
     fn page() -> String {
-        render(&fixture::snapshot(), None)
+        render_q(&fixture::snapshot(), "")
     }
 
     #[test]
@@ -555,7 +501,7 @@ mod tests {
 
     #[test]
     fn refresh_meta() {
-        let p = render(&fixture::snapshot(), Some(7));
+        let p = render_q(&fixture::snapshot(), "refresh=7");
         assert!(p.contains("<meta http-equiv=\"refresh\" content=\"7\">"));
     }
 
@@ -563,21 +509,94 @@ mod tests {
     fn close_wait_headline_and_rows_first() {
         let p = page();
         assert!(p.contains(">2 sockets in CLOSE_WAIT now</p>"));
-        let table = &p[p.find("<h2>Connections</h2>").unwrap()..];
-        let table = &table[..table.find("</table>").unwrap()];
-        let rows: Vec<&str> = table.split("<tr").skip(2).collect();
-        assert_eq!(rows.len(), 6);
+        let attention = table_rows(&p, "id=\"attention\"");
+        assert_eq!(attention.len(), 3);
         assert!(
-            rows[0].starts_with(" class=\"cw\">") && rows[0].contains("<td class=\"n\">45.5</td>")
+            attention[0].starts_with(" class=\"cw\">")
+                && attention[0].contains("<td class=\"n\">45.5</td>")
         );
-        assert!(rows[1].starts_with(" class=\"cw\">") && rows[1].contains("/cw-short"));
-        assert!(rows[2..]
+        assert!(attention[1].starts_with(" class=\"cw\">") && attention[1].contains("/cw-short"));
+        assert!(attention[2].starts_with(" class=\"fc\">"));
+        let others = table_rows(&p, "id=\"connections\"");
+        assert_eq!(others.len(), 3);
+        assert!(others
             .iter()
-            .all(|r| (r.starts_with('>') || r.starts_with(" class=\"fc\">"))
-                && !r.contains("close_wait")));
+            .all(|r| r.starts_with('>') && !r.contains("close_wait")));
+        // Attention comes before the vhost and child tables; the others after them.
+        let at = |needle: &str| p.find(needle).unwrap();
+        assert!(at("id=\"attention\"") < at("<h2>Virtual hosts</h2>"));
+        assert!(at("<h2>Child processes</h2>") < at("id=\"connections\""));
         let mut s = fixture::snapshot();
         s.totals.close_wait_now = 1;
-        assert!(render(&s, None).contains(">1 socket in CLOSE_WAIT now</p>"));
+        assert!(render_q(&s, "").contains(">1 socket in CLOSE_WAIT now</p>"));
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_says_so() {
+        let s = fixture::crowded();
+        let p = render_q(&s, "");
+        assert_eq!(table_rows(&p, "id=\"attention\"").len(), 3);
+        assert_eq!(table_rows(&p, "id=\"connections\"").len(), 100);
+        assert!(p.contains(
+            "<p id=\"conn-shown\">Showing 103 of 256 connections (filter: none): 3 that need \
+             attention (above) and 100 of the other 253, oldest first (#1\u{2013}#100).</p>"
+        ));
+        assert!(p.contains("<a href=\"?page=2\">next 100 &raquo;</a>"));
+        assert!(p.contains("<a href=\"?all\">show all 256 (large)</a>"));
+        assert!(!p.contains("previous"));
+        // Totals stay exact.
+        assert!(p.contains(&format!("{} open (", s.totals.open())));
+        let last = render_q(&s, "page=3");
+        assert_eq!(table_rows(&last, "id=\"connections\"").len(), 53);
+        assert!(last.contains("(#201\u{2013}#253)"));
+        assert!(last.contains("<a href=\"?page=2\">&laquo; previous 100</a>"));
+        assert!(!last.contains("next "));
+        let all = render_q(&s, "all");
+        assert_eq!(table_rows(&all, "id=\"connections\"").len(), 253);
+        assert!(!all.contains("id=\"conn-nav\""));
+        let past = render_q(&s, "page=9");
+        assert!(past.contains("No other connections on this page."));
+        assert_eq!(table_rows(&past, "id=\"attention\"").len(), 3);
+    }
+
+    #[test]
+    fn links_keep_the_other_parameters() {
+        let s = fixture::crowded();
+        let p = render_q(&s, "refresh=5&client=10.1.&limit=20&state=keepalive");
+        // Escaped for the attribute: & becomes &amp;.
+        assert!(p.contains(
+            "<a href=\"?refresh=5&amp;state=keepalive&amp;client=10.1.&amp;limit=20&amp;page=2\">\
+             next 20 &raquo;</a>"
+        ));
+        assert!(
+            p.contains("<a href=\"?refresh=5&amp;client=10.1.&amp;limit=20\">show all states</a>")
+        );
+        assert!(p.contains(
+            "<a href=\"?refresh=5&amp;state=reading&amp;client=10.1.&amp;limit=20\">reading</a> (1)"
+        ));
+        assert!(p.contains(
+            "<a href=\"?refresh=5&amp;vhost=www.example.com:443&amp;state=keepalive&amp;\
+             client=10.1.&amp;limit=20\">www.example.com:443</a> (2 open)"
+        ));
+        assert!(p.contains("(filter: state=keepalive, client=10.1.), 256 in all"));
+        assert!(p.contains("<input type=\"hidden\" name=\"refresh\" value=\"5\">"));
+        assert!(p.contains("<input name=\"limit\" value=\"20\">"));
+        assert!(p.contains("<input name=\"state\" value=\"keepalive\">"));
+    }
+
+    #[test]
+    fn hostile_filter_values_are_escaped_everywhere() {
+        let p = render_q(&fixture::crowded(), "vhost=%22%3E%3Cscript%3Ex");
+        assert!(!p.contains("<script"), "{p}");
+        assert!(p.contains("(filter: vhost=&quot;&gt;&lt;script&gt;x)"));
+        assert!(p.contains("<input name=\"vhost\" value=\"&quot;&gt;&lt;script&gt;x\">"));
+        assert!(p.contains("<a href=\"?vhost=%22%3E%3Cscript%3Ex&amp;state=reading\">"));
+        // The hostile vhost of the fixture, in its own link.
+        assert!(p.contains("evil%20%3Cb%3E%22host%22%3C%2Fb%3E%5C%0ASlotsTotal:%200:80"));
+        assert!(p.contains(
+            "No connection in CLOSE_WAIT, force-closed, rescued or abandoned \
+                            matching the filter (vhost=&quot;&gt;&lt;script&gt;x)."
+        ));
     }
 
     #[test]
@@ -600,16 +619,28 @@ mod tests {
         let mut s = fixture::snapshot();
         s.kernel.available = false;
         s.kernel.error = Some("sock_diag: <denied>".into());
-        let p = render(&s, None);
+        let p = render_q(&s, "");
         assert!(p.contains("Kernel view unavailable: sock_diag: &lt;denied&gt;"));
-        assert!(render(&Default::default(), None).contains("No open connections."));
+        assert!(render_q(&Default::default(), "").contains("No open connections."));
     }
 
-    /// The connections table's rows (header row excluded).
-    fn conn_rows(p: &str) -> Vec<String> {
-        let table = &p[p.find("<h2>Connections</h2>").unwrap()..];
-        let table = &table[..table.find("</table>").unwrap()];
+    /// The rows (header row excluded) of the first table after `anchor`, if there is one
+    /// before the next section.
+    fn table_rows(p: &str, anchor: &str) -> Vec<String> {
+        let from = &p[p.find(anchor).unwrap()..];
+        let section = &from[..from[4..].find("<h2").map_or(from.len(), |i| i + 4)];
+        let Some(start) = section.find("<table>") else {
+            return Vec::new();
+        };
+        let table = &section[start..section.find("</table>").unwrap()];
         table.split("<tr").skip(2).map(str::to_string).collect()
+    }
+
+    /// Both connection tables' rows, in page order: attention, then the others.
+    fn conn_rows(p: &str) -> Vec<String> {
+        let mut rows = table_rows(p, "id=\"attention\"");
+        rows.extend(table_rows(p, "id=\"connections\""));
+        rows
     }
 
     #[test]
@@ -629,18 +660,18 @@ mod tests {
         let mut s = fixture::snapshot();
         s.kernel.verdict = Verdict::Churn;
         s.kernel.oldest_close_wait_ms = 1_200;
-        let p = render(&s, None);
+        let p = render_q(&s, "");
         assert!(p.contains("class=\"verdict churn\""));
         assert!(p.contains("normal churn; the oldest has been in CLOSE_WAIT for 1.2 s."));
         s.kernel.oldest_close_wait_ms = 0;
-        assert!(render(&s, None).contains("normal churn.</p>"));
+        assert!(render_q(&s, "").contains("normal churn.</p>"));
 
-        let p = render(&Default::default(), None);
+        let p = render_q(&Default::default(), "");
         assert!(p.contains("Verdict unknown: the kernel view could not be read"));
         let mut s = fixture::snapshot();
         s.kernel.verdict = Verdict::None;
         s.kernel.oldest_close_wait_ms = 0;
-        let p = render(&s, None);
+        let p = render_q(&s, "");
         assert!(p.contains("<strong>none</strong> &mdash; no socket is in CLOSE_WAIT.</p>"));
         assert!(!p.contains("the oldest has been"));
     }
@@ -684,7 +715,7 @@ mod tests {
         assert!(at("leaked") < at("backlog") && at("backlog") < at("untracked"));
         let mut s = fixture::snapshot();
         s.kernel.old_generation = 7;
-        assert!(render(&s, None).contains("<td>old_generation</td><td class=\"n\">7</td>"));
+        assert!(render_q(&s, "").contains("<td>old_generation</td><td class=\"n\">7</td>"));
     }
 
     #[test]
@@ -713,11 +744,11 @@ mod tests {
         // A closed one is no longer highlighted.
         let mut s = fixture::snapshot();
         s.kernel.leaked[0].closed = true;
-        let p = render(&s, None);
+        let p = render_q(&s, "");
         assert!(p.contains("<tr><td>198.51.100.9:1234\n&lt;b&gt;</td>"));
         assert!(p.contains("</code></td><td>yes</td></tr>"));
         // Nothing to say when there is no backlog.
-        let empty = render(&Default::default(), None);
+        let empty = render_q(&Default::default(), "");
         assert!(!empty.contains("backlog-now") && !empty.contains("leaked-now"));
     }
 
@@ -748,7 +779,7 @@ mod tests {
 
     #[test]
     fn abandoned_column_rows_and_summary() {
-        let p = render(&fixture::with_abandoned(), None);
+        let p = render_q(&fixture::with_abandoned(), "");
         let rows = conn_rows(&p);
         assert_eq!(rows.len(), 6);
         // CLOSE_WAIT rows first (the hostile one is abandoned too), then the abandoned ones
@@ -787,7 +818,7 @@ mod tests {
         let mut s = fixture::snapshot();
         s.graceful_deadline_ms = 0;
         s.totals.stopped_child = 1;
-        let p = render(&s, None);
+        let p = render_q(&s, "");
         assert!(p.contains("<dt>Graceful deadline: Off</dt>"));
         assert!(p.contains("<dt>Abandoned work stopped: 17 CGI, 1 child</dt>"));
     }
@@ -818,8 +849,8 @@ mod tests {
         ));
         let mut s = fixture::snapshot();
         s.kernel.available = false;
-        assert!(render(&s, None).contains("Scanner: pid 101"));
-        assert!(render(&Default::default(), None).contains("Scanner: no child has scanned yet."));
+        assert!(render_q(&s, "").contains("Scanner: pid 101"));
+        assert!(render_q(&Default::default(), "").contains("Scanner: no child has scanned yet."));
     }
 
     #[test]

@@ -5,26 +5,65 @@
 //! any snapshot.
 
 use super::escape::{float, json_string as js, ms_as_secs};
+use super::links::{args, at_offset, everything};
 use super::model::{
     ChildRow, CloseWaitClass, ConnRow, LeakedSocket, ShownState, Snapshot, VhostRow,
 };
 use super::open_in;
+use super::query::Query;
+use super::select::Selection;
 
-pub fn render(s: &Snapshot) -> String {
-    let parts = [
+/// The snapshot with the connection rows `sel` chose for `q` (totals, vhosts and children
+/// are always over every connection).
+pub fn render(s: &Snapshot, sel: &Selection, q: &Query) -> String {
+    let mut parts = vec![
         format!("\"server\":{}", server(s)),
         format!("\"totals\":{}", totals(s)),
         format!("\"vhosts\":{}", list(s.vhosts.iter().map(vhost))),
         format!("\"children\":{}", list(s.children.iter().map(child))),
-        format!(
-            "\"connections\":{}",
-            list(s.sorted_connections().into_iter().map(conn))
-        ),
+        format!("\"connections\":{}", list(sel.rows().map(conn))),
+    ];
+    parts.extend(listing(sel, q));
+    parts.extend([
         format!("\"kernel\":{}", kernel(s)),
         format!("\"close_wait_histogram\":{}", histogram(s)),
         format!("\"scanner\":{}", scanner(s)),
-    ];
+    ]);
     format!("{{{}}}\n", parts.join(","))
+}
+
+/// What the `connections` array holds and how to get the rest: counts, the filter, and the
+/// query strings (for `?`) of the next page and of every matching row.
+fn listing(sel: &Selection, q: &Query) -> Vec<String> {
+    let next = sel
+        .next_offset()
+        .map_or_else(|| "null".to_string(), |o| js(&args(&at_offset(q, o))));
+    let f = &q.filter;
+    let states: Vec<String> = f
+        .states
+        .iter()
+        .map(|s| format!("\"{}\"", s.name()))
+        .collect();
+    let filter = format!(
+        "{{\"vhost\":{},\"state\":[{}],\"client\":{}}}",
+        f.vhost.as_deref().map_or_else(|| "null".to_string(), js),
+        states.join(","),
+        f.client
+            .as_ref()
+            .map_or_else(|| "null".to_string(), |c| js(&c.text))
+    );
+    vec![
+        format!("\"connections_total\":{}", sel.total),
+        format!("\"connections_matching\":{}", sel.matching()),
+        format!("\"connections_shown\":{}", sel.shown()),
+        format!("\"connections_attention\":{}", sel.attention.len()),
+        format!("\"connections_truncated\":{}", sel.truncated()),
+        format!("\"connections_offset\":{}", sel.offset),
+        format!("\"connections_limit\":{}", opt(sel.limit)),
+        format!("\"connections_next\":{next}"),
+        format!("\"connections_all\":{}", js(&args(&everything(q)))),
+        format!("\"connections_filter\":{filter}"),
+    ]
 }
 
 fn list(items: impl Iterator<Item = String>) -> String {
@@ -208,6 +247,18 @@ fn histogram(s: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::status::fixture;
+    use crate::status::query::parse as parse_query;
+    use crate::status::select::select;
+
+    /// The document for `?json` (the default bound) or another query.
+    fn doc(s: &Snapshot) -> String {
+        doc_for(s, "json")
+    }
+
+    fn doc_for(s: &Snapshot, args: &str) -> String {
+        let q = parse_query(Some(args)).unwrap();
+        render(s, &select(s, &q), &q)
+    }
 
     /// A minimal strict JSON parser, enough to prove the output is valid and to read it back.
     #[derive(Debug, PartialEq)]
@@ -407,7 +458,7 @@ mod tests {
 
     #[test]
     fn hostile_strings_round_trip() {
-        let out = render(&fixture::snapshot());
+        let out = doc(&fixture::snapshot());
         assert!(!out.contains("<script>"));
         let v = parse(&out).unwrap();
         let conns = v.get("connections").arr();
@@ -426,7 +477,7 @@ mod tests {
 
     #[test]
     fn close_wait_rows_come_first() {
-        let v = parse(&render(&fixture::snapshot())).unwrap();
+        let v = parse(&doc(&fixture::snapshot())).unwrap();
         let states: Vec<&str> = v
             .get("connections")
             .arr()
@@ -438,8 +489,8 @@ mod tests {
             [
                 "close_wait",
                 "close_wait",
-                "keepalive",
                 "force_closed",
+                "keepalive",
                 "handling",
                 "reading"
             ]
@@ -450,9 +501,66 @@ mod tests {
     }
 
     #[test]
+    fn default_is_bounded_and_says_how_to_get_the_rest() {
+        let s = fixture::crowded();
+        let v = parse(&doc(&s)).unwrap();
+        assert_eq!(v.get("connections").arr().len(), 103);
+        assert_eq!(v.get("connections_total").num(), 256.0);
+        assert_eq!(v.get("connections_matching").num(), 256.0);
+        assert_eq!(v.get("connections_shown").num(), 103.0);
+        assert_eq!(v.get("connections_attention").num(), 3.0);
+        assert_eq!(v.get("connections_truncated"), &V::Bool(true));
+        assert_eq!(v.get("connections_offset").num(), 0.0);
+        assert_eq!(v.get("connections_limit").num(), 100.0);
+        assert_eq!(v.get("connections_next").str(), "json&page=2");
+        assert_eq!(v.get("connections_all").str(), "json&all");
+        // Totals stay exact: over every connection, not the page.
+        assert_eq!(v.get("totals").get("open").num(), s.totals.open() as f64);
+
+        let next = parse(&doc_for(&s, "json&page=3")).unwrap();
+        assert_eq!(next.get("connections").arr().len(), 3 + 53);
+        assert_eq!(next.get("connections_next"), &V::Null);
+        assert_eq!(next.get("connections_truncated"), &V::Bool(true));
+
+        let all = parse(&doc_for(&s, "json&all")).unwrap();
+        assert_eq!(all.get("connections").arr().len(), 256);
+        assert_eq!(all.get("connections_truncated"), &V::Bool(false));
+        assert_eq!(all.get("connections_limit"), &V::Null);
+        assert_eq!(all.get("connections_next"), &V::Null);
+    }
+
+    #[test]
+    fn filters_apply_and_are_echoed_escaped() {
+        let s = fixture::crowded();
+        let v = parse(&doc_for(&s, "json&state=keepalive&client=10.1.1.&limit=10")).unwrap();
+        let rows = v.get("connections").arr();
+        assert_eq!(rows.len(), 10);
+        assert!(rows
+            .iter()
+            .all(|r| r.get("state").str() == "keepalive"
+                && r.get("client").str().starts_with("10.1.1.")));
+        assert_eq!(v.get("connections_matching").num(), 50.0);
+        assert_eq!(v.get("connections_total").num(), 256.0);
+        let f = v.get("connections_filter");
+        assert_eq!(f.get("state").arr()[0].str(), "keepalive");
+        assert_eq!(f.get("client").str(), "10.1.1.");
+        assert_eq!(f.get("vhost"), &V::Null);
+        assert_eq!(
+            v.get("connections_next").str(),
+            "json&state=keepalive&client=10.1.1.&limit=10&page=2"
+        );
+        let out = doc_for(&s, "json&vhost=%3Cb%3E");
+        assert!(!out.contains("<b>"));
+        let v = parse(&out).unwrap();
+        assert_eq!(v.get("connections_filter").get("vhost").str(), "<b>");
+        assert_eq!(v.get("connections_all").str(), "json&vhost=%3Cb%3E&all");
+        assert_eq!(v.get("connections").arr().len(), 0);
+    }
+
+    #[test]
     fn numbers_match_the_snapshot() {
         let s = fixture::snapshot();
-        let v = parse(&render(&s)).unwrap();
+        let v = parse(&doc(&s)).unwrap();
         let t = v.get("totals");
         assert_eq!(t.get("open").num(), s.totals.open() as f64);
         assert_eq!(t.get("open_by_state").get("close_wait").num(), 2.0);
@@ -474,7 +582,7 @@ mod tests {
     #[test]
     fn classes_verdict_and_scanner() {
         let s = fixture::snapshot();
-        let v = parse(&render(&s)).unwrap();
+        let v = parse(&doc(&s)).unwrap();
         let k = v.get("kernel");
         let c = k.get("classes");
         assert_eq!(c.get("stuck").num(), 1.0);
@@ -506,7 +614,7 @@ mod tests {
 
         // Distinct numbers, so a swapped key would show.
         let s = fixture::with_distinct_classes();
-        let v = parse(&render(&s)).unwrap();
+        let v = parse(&doc(&s)).unwrap();
         let c = v.get("kernel").get("classes");
         let got: Vec<f64> = [
             "stuck",
@@ -526,11 +634,11 @@ mod tests {
 
     #[test]
     fn connection_class_and_force_closed_row() {
-        let v = parse(&render(&fixture::snapshot())).unwrap();
+        let v = parse(&doc(&fixture::snapshot())).unwrap();
         let conns = v.get("connections").arr();
         assert_eq!(conns[0].get("class").str(), "stuck");
         assert_eq!(conns[1].get("class").str(), "hung");
-        assert_eq!(conns[2].get("class"), &V::Null);
+        assert_eq!(conns[3].get("class"), &V::Null);
         let fc: Vec<&V> = conns
             .iter()
             .filter(|c| c.get("state").str() == "force_closed")
@@ -538,13 +646,13 @@ mod tests {
         assert_eq!(fc.len(), 1);
         assert_eq!(fc[0].get("path").str(), fixture::FORCE_CLOSED_PATH);
         assert_eq!(fc[0].get("class"), &V::Null);
-        let out = render(&fixture::snapshot());
+        let out = doc(&fixture::snapshot());
         assert!(!out.contains("<all>"));
     }
 
     #[test]
     fn stopped_abandoned_and_graceful_deadline() {
-        let v = parse(&render(&fixture::with_abandoned())).unwrap();
+        let v = parse(&doc(&fixture::with_abandoned())).unwrap();
         let t = v.get("totals");
         assert_eq!(t.get("stopped_cgi").num(), 17.0);
         assert_eq!(t.get("stopped_child").num(), 19.0);
@@ -582,7 +690,7 @@ mod tests {
         assert_eq!(conns[4].get("abandoned"), &V::Bool(false));
         assert_eq!(conns[4].get("abandoned_seconds").num(), 0.0);
         assert_eq!(conns[4].get("stopped").str(), "");
-        let plain = parse(&render(&Default::default())).unwrap();
+        let plain = parse(&doc(&Default::default())).unwrap();
         assert_eq!(plain.get("totals").get("abandoned_now").num(), 0.0);
         assert_eq!(plain.get("server").get("graceful_deadline_ms").num(), 0.0);
     }
@@ -591,7 +699,7 @@ mod tests {
     fn leaked_holders_and_backlog() {
         let mut s = fixture::snapshot();
         s.kernel.leaked[1].closed = true;
-        let out = render(&s);
+        let out = doc(&s);
         assert!(!out.contains("<x>"));
         let v = parse(&out).unwrap();
         let k = v.get("kernel");
@@ -604,7 +712,7 @@ mod tests {
         assert_eq!(l[1].get("holder_pid"), &V::Null);
         assert_eq!(l[1].get("holder_comm").str(), "");
         assert_eq!(l[1].get("closed"), &V::Bool(true));
-        let plain = parse(&render(&Default::default())).unwrap();
+        let plain = parse(&doc(&Default::default())).unwrap();
         assert_eq!(plain.get("kernel").get("backlog").num(), 0.0);
         assert_eq!(plain.get("kernel").get("classes").get("leaked").num(), 0.0);
     }
@@ -619,12 +727,12 @@ mod tests {
             error: Some("permission denied\u{0}\"".into()),
             ..Default::default()
         };
-        let v = parse(&render(&s)).unwrap();
+        let v = parse(&doc(&s)).unwrap();
         assert_eq!(
             v.get("kernel").get("error").str(),
             "permission denied\u{0}\""
         );
         assert_eq!(v.get("close_wait_histogram").get("sum_seconds").num(), 0.0);
-        assert!(parse(&render(&Default::default())).is_ok());
+        assert!(parse(&doc(&Default::default())).is_ok());
     }
 }

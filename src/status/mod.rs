@@ -2,10 +2,14 @@
 pub mod auto;
 pub mod escape;
 pub mod html;
+mod html_conns;
 pub mod json;
+mod links;
 pub mod metrics;
 pub mod model;
+pub mod params;
 pub mod query;
+pub mod select;
 pub mod server_status;
 pub mod snapshot;
 
@@ -96,6 +100,20 @@ pub(crate) mod fixture {
         s.kernel.leaked_count = 9;
         s.kernel.backlog = 10;
         s.kernel.verdict = Verdict::Churn;
+        s
+    }
+
+    /// The fixture plus 250 keep-alive rows (10.1.0.0-10.1.1.49, ages 1.000-1.249 s): 256
+    /// rows, 3 of which need attention, so the default page leaves some out.
+    pub fn crowded() -> Snapshot {
+        let mut s = snapshot();
+        let idle = s.connections[0].clone();
+        for i in 0..250u64 {
+            let mut c = idle.clone();
+            c.client = format!("10.1.{}.{}:4000", i / 200, i % 200);
+            c.age_ms = 1_000 + i;
+            s.connections.push(c);
+        }
         s
     }
 

@@ -29,7 +29,8 @@ pub struct Snapshot {
     pub totals: Totals,
     pub vhosts: Vec<VhostRow>,
     pub children: Vec<ChildRow>,
-    /// Open connections; renderers list CLOSE_WAIT ones first (see `sorted_connections`).
+    /// Listed connections, in table order; `status::select` picks and orders what a page
+    /// shows.
     pub connections: Vec<ConnRow>,
     pub kernel: KernelView,
     pub close_wait_histogram: Histogram,
@@ -385,26 +386,6 @@ pub struct Histogram {
 impl Histogram {
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
-    }
-}
-
-impl Snapshot {
-    /// Connections in display order: CLOSE_WAIT first (longest first), then abandoned ones
-    /// (longest abandoned first: handlers still running for a client that is gone), then the
-    /// rest by age.
-    pub fn sorted_connections(&self) -> Vec<&ConnRow> {
-        let mut rows: Vec<&ConnRow> = self.connections.iter().collect();
-        rows.sort_by(|a, b| {
-            let a_cw = a.close_wait_ms.unwrap_or(0);
-            let b_cw = b.close_wait_ms.unwrap_or(0);
-            (b.state == ShownState::CloseWait)
-                .cmp(&(a.state == ShownState::CloseWait))
-                .then(b_cw.cmp(&a_cw))
-                .then(b.abandoned_ms.is_some().cmp(&a.abandoned_ms.is_some()))
-                .then(b.abandoned_ms.cmp(&a.abandoned_ms))
-                .then(b.age_ms.cmp(&a.age_ms))
-        });
-        rows
     }
 }
 

@@ -556,7 +556,7 @@ mod tests {
             Some(Some(Stop::CgiTerm))
         );
         assert_eq!(find(ShownState::Keepalive, Some(4_000)), Some(None));
-        let rows = snap.sorted_connections();
+        let rows = crate::status::select::ordered(&snap);
         let order: Vec<(ShownState, Option<u64>)> =
             rows.iter().map(|c| (c.state, c.abandoned_ms)).collect();
         assert_eq!(
@@ -794,7 +794,9 @@ mod tests {
             "{a}"
         );
 
-        let j = json::render(&snap);
+        let q = crate::status::query::Query::default();
+        let sel = crate::status::select::select(&snap, &q);
+        let j = json::render(&snap, &sel, &q);
         assert!(j.contains("\"untracked\":2,\"backlog\":1,"), "{j}");
         assert!(j.contains(
             "{\"client\":\"198.51.100.9:1234\",\"local_port\":80,\"inode\":500,\
@@ -822,7 +824,7 @@ mod tests {
             "no per-socket series"
         );
 
-        let h = html::render(&snap, None);
+        let h = html::render(&snap, &sel, &q);
         assert!(
             h.contains("1 tracked, 2 untracked, 2 leaked, 1 backlog."),
             "{h}"

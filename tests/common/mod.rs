@@ -675,10 +675,17 @@ impl Apache {
             .unwrap_or_else(|e| panic!("{e}\n--- error.log tail ---\n{}", self.error_log_tail(40)))
     }
 
-    /// GET /socket-status?json (one new connection, one request), parsed.
+    /// GET /socket-status?json&all (one new connection, one request), parsed. `all`: tests
+    /// look for their own connections' rows, which the default page (100 rows besides those
+    /// that need attention) may leave out.
     pub fn status_json(&self) -> json::Value {
-        let r = self.get("/socket-status?json");
-        assert_eq!(r.status, 200, "GET /socket-status?json: {}", r.text());
+        self.status_json_query("json&all")
+    }
+
+    /// GET /socket-status?<args> (a JSON query), parsed.
+    pub fn status_json_query(&self, args: &str) -> json::Value {
+        let r = self.get(&format!("/socket-status?{args}"));
+        assert_eq!(r.status, 200, "GET /socket-status?{args}: {}", r.text());
         json::parse(&r.text()).unwrap_or_else(|e| {
             panic!(
                 "/socket-status?json is not well-formed JSON: {e}\n{}",
