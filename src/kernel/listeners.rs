@@ -78,6 +78,9 @@ mod tests {
     }
 
     proptest! {
+        // No failure file in src/ (as in src/fuzz): the message carries the shrunk input.
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         /// Whatever Apache listens on: at most `max` entries; the first `max` distinct ports
         /// recorded, the rest named; every family the recorded ports use is carried.
         #[test]
