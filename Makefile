@@ -14,6 +14,7 @@
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
 #   make memcheck   Apache -X and a graceful restart under valgrind: module's memory errors/leaks
 #   make soak       SOAK_MINUTES (30) of traffic, restarts, kills, SIGSTOPs on every MPM, checked
+#   make fuzz       the parsers' property tests with FUZZ_CASES (1000000) cases in all (proptest)
 #   make lint       cargo fmt --check and cargo clippy
 #
 # Every target that needs system packages runs scripts/bootstrap.sh first (quiet and fast when
@@ -34,6 +35,7 @@ TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
 SO_BUILT    := $(TARGET_DIR)/release/libmod_socket_guard.so
 SO          := build/mod_socket_guard.so
 PORT        ?= 8080
+FUZZ_CASES  ?= 1000000
 MPM         ?= event
 CLIPPY_ARGS ?= --all-targets -- -D warnings
 MODS_AVAILABLE := /etc/apache2/mods-available
@@ -55,7 +57,7 @@ SOCKET_GUARD_DEB := $(CURDIR)/$(DEB)
 export SOCKET_GUARD_DEB
 
 .PHONY: all build bootstrap test test-unit test-contrib test-integration run start stop demo \
-        install deb test-deb bench demo-rescue seed-replay memcheck soak clean fmt lint help
+        install deb test-deb bench demo-rescue seed-replay memcheck soak fuzz clean fmt lint help
 
 all: build
 
@@ -168,6 +170,10 @@ memcheck: build
 # Not part of `make test` (root): SOAK_MINUTES= (whole run), SOAK_MPMS=; see docs/QUALITY.md.
 soak: build
 	scripts/soak.py
+
+# Not part of `make test` (which runs 256 cases of each property): see docs/QUALITY.md.
+fuzz: bootstrap
+	FUZZ_CASES=$(FUZZ_CASES) CARGO=$(CARGO) scripts/fuzz.sh
 
 # build/ holds the packages too; the debian/ files are what a dpkg-buildpackage run directly in
 # this tree would leave (make deb builds in a copy under build/deb).

@@ -180,7 +180,9 @@ pub fn parse_duration_ms(value: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(unit_ms)
 }
 
-fn fmt_ms(ms: u64) -> String {
+/// A duration as the error messages write a bound (`2m`, `5s`, `500ms`):
+/// `parse_duration_ms` reads it back.
+pub(crate) fn fmt_ms(ms: u64) -> String {
     if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
     } else if ms.is_multiple_of(1_000) {
@@ -197,20 +199,31 @@ pub fn parse_bounded_duration(
     min_ms: u64,
     max_ms: u64,
 ) -> Result<u64, String> {
+    bounded_duration(directive, value, min_ms, max_ms, "")
+}
+
+/// `parse_bounded_duration` whose error lists `also` (e.g. "Off or ") before the forms. The
+/// message is built whole: editing it afterwards would also edit the quoted value.
+fn bounded_duration(
+    directive: &str,
+    value: &str,
+    min_ms: u64,
+    max_ms: u64,
+    also: &str,
+) -> Result<u64, String> {
     // The one-day ceiling is only a sanity cap; "1440m" would read like a recommendation.
     let range = if max_ms >= MAX_DURATION_MS {
         format!("at least {} (at most one day)", fmt_ms(min_ms))
     } else {
         format!("from {} to {}", fmt_ms(min_ms), fmt_ms(max_ms))
     };
+    let expected = format!("expected {also}{DURATION_FORMS}, {range}");
     match parse_duration_ms(value) {
         Some(ms) if (min_ms..=max_ms).contains(&ms) => Ok(ms),
         Some(_) => Err(format!(
-            "{directive}: '{value}' is out of range; expected {DURATION_FORMS}, {range}"
+            "{directive}: '{value}' is out of range; {expected}"
         )),
-        None => Err(format!(
-            "{directive}: invalid value '{value}'; expected {DURATION_FORMS}, {range}"
-        )),
+        None => Err(format!("{directive}: invalid value '{value}'; {expected}")),
     }
 }
 
@@ -246,8 +259,7 @@ pub fn parse_duration_or_off(directive: &str, value: &str, min_ms: u64) -> Resul
     if value.trim().eq_ignore_ascii_case("off") {
         return Ok(0);
     }
-    parse_bounded_duration(directive, value, min_ms, MAX_DURATION_MS)
-        .map_err(|e| e.replace("; expected ", "; expected Off or "))
+    bounded_duration(directive, value, min_ms, MAX_DURATION_MS, "Off or ")
 }
 
 pub fn parse_abandoned_timeout(value: &str) -> Result<u64, String> {
@@ -427,6 +439,18 @@ mod tests {
             ServerConfig::merge(&main, &ServerConfig::default()).abandoned_timeout_ms(),
             5_000
         );
+    }
+
+    /// Found by fuzz::directives::rejection_quotes_value (shrunk: "; expected "): the Off
+    /// form's message was made by replacing "; expected " in the finished message, which also
+    /// rewrote the quoted value.
+    #[test]
+    fn a_value_containing_the_message_words_is_quoted_as_given() {
+        for v in ["; expected ", "it's; expected 5", "é \"x\""] {
+            let e = parse_abandoned_timeout(v).unwrap_err();
+            let want = format!("SocketGuardAbandonedTimeout: invalid value '{v}'; expected Off or a duration such as 500ms, 5s, 2m, or a bare number of seconds, at least 100ms (at most one day)");
+            assert_eq!(e, want);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - `sys`      — thin wrappers over /proc and socket syscalls
 //! - `runtime`  — per-process state (table handle, child row, guard thread)
 //! - `ffi`      — everything that touches Apache: bindings, module struct, hooks, handler
+//! - `fuzz`     — (tests only) property tests of every parser of outside input
 
 pub mod clock;
 pub mod config; // pub: tests/docs_directives.rs reads documented durations with its parser
@@ -24,3 +25,5 @@ pub mod sys;
 pub mod table;
 
 mod ffi;
+#[cfg(test)]
+mod fuzz;

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::diag_msg::{Expect, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
+use super::diag_msg::{DumpError, Expect, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
 use super::KernelSocket;
 
 pub const NLMSG_HDRLEN: usize = 16;
@@ -57,14 +57,20 @@ pub fn socket_msg(s: &KernelSocket, to: Expect) -> Vec<u8> {
     nlmsg(SOCK_DIAG_BY_FAMILY, NLM_F_MULTI, to, &diag_msg(s))
 }
 
-/// NLMSG_DONE with the dump's return code (0: complete).
+/// NLMSG_DONE with the dump's return code (0: complete). Any errno, as the property tests
+/// generate them (negated with wrapping, like the kernel's int).
 pub fn done(to: Expect, errno: i32) -> Vec<u8> {
-    nlmsg(NLMSG_DONE, NLM_F_MULTI, to, &(-errno).to_ne_bytes())
+    nlmsg(
+        NLMSG_DONE,
+        NLM_F_MULTI,
+        to,
+        &errno.wrapping_neg().to_ne_bytes(),
+    )
 }
 
 /// NLMSG_ERROR: the error, then the request's header (zeros will do).
 pub fn error(to: Expect, errno: i32) -> Vec<u8> {
-    let mut p = (-errno).to_ne_bytes().to_vec();
+    let mut p = errno.wrapping_neg().to_ne_bytes().to_vec();
     p.extend_from_slice(&[0; NLMSG_HDRLEN]);
     nlmsg(NLMSG_ERROR, 0, to, &p)
 }
@@ -79,5 +85,19 @@ pub fn socket(local: SocketAddr, remote: SocketAddr, inode: u64) -> KernelSocket
         inode,
         cookie: inode << 3,
         uid: 33,
+    }
+}
+
+/// A `recv` for `read_dump`: the datagrams one by one as recv with MSG_TRUNC hands them out
+/// (copied as far as the buffer reaches, the real length returned), then a receive timeout.
+pub fn recv_script(datagrams: Vec<Vec<u8>>) -> impl FnMut(&mut [u8]) -> Result<usize, DumpError> {
+    let mut it = datagrams.into_iter();
+    move |buf: &mut [u8]| match it.next() {
+        Some(d) => {
+            let n = d.len().min(buf.len());
+            buf[..n].copy_from_slice(&d[..n]);
+            Ok(d.len())
+        }
+        None => Err(DumpError::Io("recv: timed out".into())),
     }
 }

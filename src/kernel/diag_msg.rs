@@ -279,6 +279,8 @@ fn parse_messages(
 
 /// Reads datagrams with `recv` until the dump `expect` names is complete. On an error the
 /// sockets appended so far are removed again: a dump is used whole or not at all.
+/// `recv` returns a datagram's real length (MSG_TRUNC), which exceeds `buf` when its tail was
+/// cut off: an error, because what is left may end at a message boundary and parse.
 pub fn read_dump(
     mut recv: impl FnMut(&mut [u8]) -> Result<usize, DumpError>,
     buf: &mut [u8],
@@ -289,7 +291,10 @@ pub fn read_dump(
     let mark = out.len();
     let r = loop {
         let n = match recv(buf) {
-            Ok(n) => n.min(buf.len()),
+            Ok(n) if n > buf.len() => {
+                break Err(DumpError::Io(format!("datagram of {n} bytes truncated")))
+            }
+            Ok(n) => n,
             Err(e) => break Err(e),
         };
         match parse_reply(&buf[..n], expect, ports, out) {
@@ -497,16 +502,19 @@ mod tests {
         assert!(parse_reply(&foreign, US, &[], &mut out).is_err());
     }
 
-    /// Datagrams handed out one by one, then a receive timeout.
-    fn script(datagrams: Vec<Vec<u8>>) -> impl FnMut(&mut [u8]) -> Result<usize, DumpError> {
-        let mut it = datagrams.into_iter();
-        move |buf: &mut [u8]| match it.next() {
-            Some(d) => {
-                buf[..d.len()].copy_from_slice(&d);
-                Ok(d.len())
-            }
-            None => Err(DumpError::Io("recv: timed out".into())),
-        }
+    /// Found by fuzz::netlink::truncated_datagram (shrunk: our DONE, then another dump's
+    /// message, in one datagram one message longer than the buffer): the length was clamped
+    /// to the buffer and the cut datagram parsed. Here the cut drops a socket at a message
+    /// boundary and DONE comes next: the dump ended "complete" without it.
+    #[test]
+    fn a_truncated_datagram_fails_the_dump() {
+        let first = socket_msg(&sock(80, 2), US);
+        let mut buf = vec![0; first.len()];
+        let mut out = vec![sock(1, 1)];
+        let parts = vec![[first, socket_msg(&sock(80, 3), US)].concat(), done(US, 0)];
+        let e = read_dump(recv_script(parts), &mut buf, US, &[], &mut out).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        assert_eq!(out, vec![sock(1, 1)]);
     }
 
     #[test]
@@ -518,7 +526,7 @@ mod tests {
             [socket_msg(&sock(80, 3), US), socket_msg(&sock(80, 4), US)].concat(),
             done(US, 0),
         ];
-        read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap();
+        read_dump(recv_script(parts), &mut buf, US, &[], &mut out).unwrap();
         let inodes: Vec<u64> = out.iter().map(|s| s.inode).collect();
         assert_eq!(inodes, vec![1, 2, 3, 4]);
     }
@@ -529,13 +537,13 @@ mod tests {
         let mut out = vec![sock(1, 1)];
         // Timed out before NLMSG_DONE: a partial list is no list.
         let parts = vec![socket_msg(&sock(80, 2), US)];
-        let e = read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap_err();
+        let e = read_dump(recv_script(parts), &mut buf, US, &[], &mut out).unwrap_err();
         assert!(matches!(e, DumpError::Io(_)));
         assert_eq!(out, vec![sock(1, 1)]);
         // Interrupted in its second part.
         let intr = nlmsg(NLMSG_DONE, NLM_F_MULTI | NLM_F_DUMP_INTR, US, &[0; 4]);
         let parts = vec![socket_msg(&sock(80, 2), US), intr];
-        let e = read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap_err();
+        let e = read_dump(recv_script(parts), &mut buf, US, &[], &mut out).unwrap_err();
         assert_eq!(e, DumpError::Interrupted);
         assert_eq!(out, vec![sock(1, 1)]);
     }
@@ -553,7 +561,7 @@ mod tests {
             socket_msg(&sock(80, 70), US),
             done(US, 0),
         ];
-        read_dump(script(parts), &mut buf, US, &[], &mut out).unwrap();
+        read_dump(recv_script(parts), &mut buf, US, &[], &mut out).unwrap();
         assert_eq!(out, vec![sock(80, 70)]);
     }
 }

@@ -132,6 +132,9 @@ mod tests {
     }
 
     proptest! {
+        // No failure file in src/ (as in src/fuzz): the message carries the shrunk input.
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         /// Whichever order Apache's list is in, the same ports are guarded.
         #[test]
         fn the_guarded_ports_do_not_depend_on_apaches_order(

@@ -3,7 +3,7 @@
 //! `sock_diag` (netlink, one dump per call, filtered in the kernel) is the primary source;
 //! `proc_net` (/proc/net/tcp{,6}) is the fallback where sock_diag is unavailable.
 #[cfg(test)]
-mod diag_fixtures;
+pub(crate) mod diag_fixtures;
 pub mod diag_msg;
 pub(crate) mod listeners;
 pub(crate) mod proc_net;

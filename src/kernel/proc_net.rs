@@ -3,21 +3,23 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub use super::{KernelSocket, TCP_CLOSE_WAIT};
+use crate::sys::number::{dec, hex};
 
 /// Parses "0100007F:1F90" (address in the kernel's in-memory byte order, port in hex).
 fn parse_addr(field: &str) -> Option<SocketAddr> {
     let (ip_hex, port_hex) = field.split_once(':')?;
-    let port = u16::from_str_radix(port_hex, 16).ok()?;
+    let port = hex(port_hex)?;
+    // Hex digits only before slicing by byte offset: a multibyte character would put a
+    // slice boundary inside it (a panic), and the kernel never writes one.
+    if !ip_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let ip = match ip_hex.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(
-            u32::from_str_radix(ip_hex, 16).ok()?.swap_bytes(),
-        )),
+        8 => IpAddr::V4(Ipv4Addr::from(hex::<u32>(ip_hex)?.swap_bytes())),
         32 => {
             let mut octets = [0u8; 16];
             for i in 0..4 {
-                let word = u32::from_str_radix(&ip_hex[i * 8..i * 8 + 8], 16)
-                    .ok()?
-                    .swap_bytes();
+                let word = hex::<u32>(&ip_hex[i * 8..i * 8 + 8])?.swap_bytes();
                 octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
             }
             let v6 = Ipv6Addr::from(octets);
@@ -36,7 +38,7 @@ pub fn parse(text: &str, state: u8, ports: &[u16]) -> Vec<KernelSocket> {
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let st = u8::from_str_radix(f.get(3)?, 16).ok()?;
+            let st: u8 = hex(f.get(3)?)?;
             if st != state {
                 return None;
             }
@@ -49,10 +51,10 @@ pub fn parse(text: &str, state: u8, ports: &[u16]) -> Vec<KernelSocket> {
                 local,
                 remote: parse_addr(f.get(2)?)?,
                 state: st,
-                recv_q: u64::from_str_radix(rx, 16).ok()?,
-                inode: f.get(9)?.parse().ok()?,
+                recv_q: hex(rx)?,
+                inode: dec(f.get(9)?)?,
                 cookie: 0,
-                uid: f.get(7)?.parse().ok()?,
+                uid: dec(f.get(7)?)?,
             })
         })
         .collect()
@@ -97,6 +99,37 @@ mod tests {
         assert_eq!(a, "[::1]:8080".parse().unwrap());
         let m = parse_addr("0000000000000000FFFF00000100007F:0050").unwrap();
         assert_eq!(m, "127.0.0.1:80".parse().unwrap());
+    }
+
+    /// Found by fuzz::proc_net::mutated_lines: a tcp6 address of 32 bytes with a multibyte
+    /// character in it was sliced at byte offsets 8, 16, 24 and panicked.
+    #[test]
+    fn a_multibyte_char_in_an_address_is_refused_not_a_panic() {
+        assert_eq!(parse_addr("000000€00000000000000000000000:0050"), None);
+        assert_eq!(parse_addr("000€0000:0050"), None);
+        let line = "   0: 000000€00000000000000000000000:0050 00000000000000000000000000000000:0000 08 00000000:00000000 00:00000000 00000000 0 0 1 1";
+        assert!(parse(&format!("header\n{line}\n"), TCP_CLOSE_WAIT, &[80]).is_empty());
+    }
+
+    /// Found by fuzz::proc_net::signed_fields: a '+' before the port, state, rx queue, uid or
+    /// inode was read as if it were not there; the kernel never prints one.
+    #[test]
+    fn signed_numbers_are_refused() {
+        let ok = "   1: 0100007F:1F90 0100007F:C350 08 00000000:0000004A 00:00000000 00000000    33        0 2222 1";
+        assert_eq!(parse(&format!("h\n{ok}"), TCP_CLOSE_WAIT, &[8080]).len(), 1);
+        for (from, to) in [
+            (":1F90", ":+1F90"),
+            (" 08 ", " +08 "),
+            (":0000004A", ":+0000004A"),
+            (" 33 ", " +33 "),
+            (" 2222 ", " +2222 "),
+        ] {
+            let signed = ok.replacen(from, to, 1);
+            assert!(
+                parse(&format!("h\n{signed}"), TCP_CLOSE_WAIT, &[8080]).is_empty(),
+                "{signed}"
+            );
+        }
     }
 
     #[test]

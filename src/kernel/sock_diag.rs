@@ -86,7 +86,8 @@ fn open_socket() -> io::Result<(OwnedFd, u32)> {
 }
 
 /// One datagram from the kernel into `buf`: EINTR retried, datagrams from another sender
-/// (a user-space process) skipped, a datagram larger than `buf` an error.
+/// (a user-space process) skipped. Returns the datagram's real length, larger than `buf` when
+/// it was cut (`read_dump` refuses it).
 fn recv_from_kernel(fd: RawFd, buf: &mut [u8]) -> Result<usize, DumpError> {
     loop {
         // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
@@ -114,9 +115,6 @@ fn recv_from_kernel(fd: RawFd, buf: &mut [u8]) -> Result<usize, DumpError> {
         }
         match n as usize {
             0 => return Err(DumpError::Io("socket closed mid-dump".into())),
-            n if n > buf.len() => {
-                return Err(DumpError::Io(format!("datagram of {n} bytes truncated")))
-            }
             _ if from.nl_pid != 0 => continue,
             n => return Ok(n),
         }

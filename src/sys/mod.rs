@@ -1,4 +1,5 @@
 //! Thin, documented wrappers over the Linux interfaces the guard reads: /proc and sockets.
+pub(crate) mod number;
 pub(crate) mod pidfd;
 pub(crate) mod privilege;
 pub(crate) mod process;

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use super::number::dec;
+
 pub const CAP_SYS_PTRACE: u32 = 19;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
@@ -34,8 +36,17 @@ fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|s| parse_last_cap(&s))
         .unwrap_or(40)
+}
+
+/// Capability sets are 64 bits (two u32 words in capset's data).
+const MAX_CAP: u32 = 63;
+
+/// The contents of /proc/sys/kernel/cap_last_cap: a number and a newline. A number beyond
+/// what a capability set holds is refused: the drop loop would run to it, one prctl each.
+pub fn parse_last_cap(text: &str) -> Option<u32> {
+    dec::<u32>(text.strip_suffix('\n').unwrap_or(text)).filter(|&n| n <= MAX_CAP)
 }
 
 /// Root only: becomes `uid`/`gid` (no supplementary groups) with CAP_SYS_PTRACE as the only
@@ -95,5 +106,23 @@ pub fn drop_to_user_keeping_ptrace(uid: u32, gid: u32) -> io::Result<()> {
             "PR_SET_NO_NEW_PRIVS",
         )?;
         kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz::privilege::cap_last_cap (shrunk: "64\n"): any u32 was taken, so a
+    /// bogus 4294967295 would have made the guard process loop over 4 billion prctl calls.
+    #[test]
+    fn cap_last_cap_beyond_63_is_refused() {
+        let cases = [("40\n", Some(40)), ("63\n", Some(63)), ("64\n", None)];
+        for (text, want) in cases
+            .into_iter()
+            .chain([("4294967295\n", None), ("+40\n", None)])
+        {
+            assert_eq!(parse_last_cap(text), want, "{text:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use super::number::dec;
 use super::procfs;
 
 /// One process, as /proc/<pid>/stat shows it.
@@ -68,23 +69,30 @@ pub fn in_group_of(procs: &[Proc], leader: u32) -> Vec<Proc> {
         .collect()
 }
 
-/// Whether a NUL-separated environment block names the client `client`: `REMOTE_ADDR` is
-/// its address (an IPv4 client on an IPv6 listener may be written either way) and
-/// `REMOTE_PORT` its port.
+/// Whether a NUL-separated environment block names the client `client`: exactly one
+/// `REMOTE_ADDR`, its address (an IPv4 client on an IPv6 listener may be written either
+/// way), and exactly one `REMOTE_PORT`, its port.
+///
+/// A block with either variable twice names nobody. A CGI can set its own environment, and
+/// hand any environment to what it runs; readers disagree on which copy counts (glibc's
+/// getenv() takes the first), so an ambiguous block cannot be trusted to pick a process to
+/// signal. Such a process is left running, as it would be without the module.
 pub fn environ_names_client(environ: &[u8], client: SocketAddr) -> bool {
-    let mut addr_ok = false;
-    let mut port_ok = false;
-    for var in environ.split(|b| *b == 0) {
-        let Ok(var) = std::str::from_utf8(var) else {
-            continue;
-        };
-        if let Some(v) = var.strip_prefix("REMOTE_ADDR=") {
-            addr_ok = v.parse::<IpAddr>().is_ok_and(|ip| same_ip(ip, client.ip()));
-        } else if let Some(v) = var.strip_prefix("REMOTE_PORT=") {
-            port_ok = v.parse::<u16>() == Ok(client.port());
-        }
-    }
+    let text = |name| only_value(environ, name).and_then(|v| std::str::from_utf8(v).ok());
+    let addr_ok = text("REMOTE_ADDR")
+        .and_then(|v| v.parse::<IpAddr>().ok())
+        .is_some_and(|ip| same_ip(ip, client.ip()));
+    let port_ok = text("REMOTE_PORT").and_then(dec::<u16>) == Some(client.port());
     addr_ok && port_ok
+}
+
+/// The value of variable `name` when the block has it exactly once.
+fn only_value<'a>(environ: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut values = environ
+        .split(|b| *b == 0)
+        .filter_map(|var| var.strip_prefix(name.as_bytes())?.strip_prefix(b"="));
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
 }
 
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
@@ -165,18 +173,16 @@ pub fn socket_holders(
     found
 }
 
-/// `socket:[12345]` → 12345.
+/// `socket:[12345]` → 12345 (decimal digits only, as the kernel writes it).
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+    dec(link.strip_prefix("socket:[")?.strip_suffix(']')?)
 }
 
-/// /proc/<pid>/comm without the newline.
+/// /proc/<pid>/comm without the newline. Bytes, shown lossily: the kernel cuts a name at 15
+/// bytes, inside a UTF-8 character if need be.
 pub fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_string())
+    std::fs::read(format!("/proc/{pid}/comm"))
+        .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
         .unwrap_or_default()
 }
 
@@ -217,6 +223,56 @@ mod tests {
             "skip honoured"
         );
         assert!(!comm(std::process::id()).is_empty());
+    }
+
+    /// Found by fuzz::process::socket_links: `socket:[+5]` was read as inode 5; u64's
+    /// parse takes a '+' the kernel never writes.
+    #[test]
+    fn socket_links_with_a_sign_are_refused() {
+        assert_eq!(socket_inode("socket:[5]"), Some(5));
+        assert_eq!(socket_inode("socket:[+5]"), None);
+        assert_eq!(socket_inode("socket:[-1]"), None);
+        assert_eq!(socket_inode("socket:[18446744073709551616]"), None);
+        assert_eq!(socket_inode("socket:[]"), None);
+    }
+
+    /// Found by fuzz::process::environ_model (shrunk, client 0.0.0.0:0:
+    /// `REMOTE_ADDR=0.0.0.1\0REMOTE_ADDR=0.0.0.0\0REMOTE_PORT=0`): the last copy of a
+    /// variable won, so a block naming two clients was taken for the last one's.
+    #[test]
+    fn duplicate_remote_variables_name_nobody() {
+        let c: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let one = b"REMOTE_ADDR=127.0.0.1\0REMOTE_PORT=40000".to_vec();
+        assert!(environ_names_client(&one, c));
+        for extra in [
+            &b"REMOTE_ADDR=10.0.0.1"[..],
+            b"REMOTE_ADDR=127.0.0.1",
+            b"REMOTE_PORT=40000",
+            b"REMOTE_ADDR=\xff",
+        ] {
+            let twice = [extra, b"\0", &one].concat();
+            assert!(!environ_names_client(&twice, c), "{twice:?}");
+        }
+    }
+
+    /// Found by fuzz::process::environ_model (shrunk: `REMOTE_ADDR=0.0.0.0\0REMOTE_PORT=+0`):
+    /// a signed port was read as the client's; Apache writes digits only.
+    #[test]
+    fn a_signed_remote_port_names_nobody() {
+        let c: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert!(!environ_names_client(
+            b"REMOTE_ADDR=127.0.0.1\0REMOTE_PORT=+40000",
+            c
+        ));
+    }
+
+    /// Found with the stat fix (same cause, no property): a name cut inside a UTF-8
+    /// character was shown as an empty command.
+    #[test]
+    fn comm_of_a_non_utf8_name_is_shown() {
+        procfs::with_thread_named(b"caf\xc3\0", |tid| {
+            assert_eq!(comm(tid), "caf\u{fffd}");
+        });
     }
 
     #[test]
