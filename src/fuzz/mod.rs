@@ -45,6 +45,7 @@ pub const PROPERTIES: &[&str] = &[
     "query::any_string",
     "query::token_model",
     "query::errors_echo_nothing",
+    "query::paging_params",
     "proc_net::any_text",
     "proc_net::real_lines_round_trip",
     "proc_net::mutated_lines",

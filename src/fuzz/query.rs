@@ -9,7 +9,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::{check, mutate};
-use crate::status::query::{content_type, parse, Format, Query, QueryError, DEFAULT_REFRESH_SECS};
+use crate::status::query::{
+    content_type, parse, Format, Limit, Query, QueryError, Start, DEFAULT_REFRESH_SECS, MAX_LIMIT,
+    MAX_OFFSET, MAX_PAGE,
+};
 
 const FORMATS: [Format; 4] = [Format::Html, Format::Auto, Format::Json, Format::Metrics];
 
@@ -138,6 +141,64 @@ fn errors_echo_nothing() {
             prop_assert!(known.contains(&e.to_string()), "{:?}: {}", s, e);
             if let QueryError::ConflictingFormats(a, b) = e {
                 prop_assert!(a != b && a != Format::Html && b != Format::Html);
+            }
+        }
+        Ok(())
+    });
+}
+
+/// One paging or filter token (`limit`, `page`, `offset`, `all`, `vhost`, `state`, `client`)
+/// with a value near the accepted forms, mutated.
+fn paging_token() -> impl Strategy<Value = String> {
+    let key = mutate::words("limit|page|offset|all|vhost|state|client|LIMIT|page%3D|vhost ");
+    let value = prop_oneof![
+        mutate::words(
+            "|0|1|100|10000|10001|all|ALL|-1|+5|1e3|99999999999999999999|keepalive|close_wait,\
+             reading|bogus|on.test|on.test:80|on.test:x|127.0.0.1|::1|[::1]:80|%41|%zz|%C3%A9|\
+             a%00b|\u{0661}|x y"
+        ),
+        mutate::text("[a-z0-9.:%,]{0,12}", 2),
+    ];
+    (key, prop::option::of(value)).prop_map(|(k, v)| match v {
+        Some(v) => format!("{k}={v}"),
+        None => k,
+    })
+}
+
+/// Paging and filters: no panic; what is accepted lies within the documented bounds, and a
+/// refusal's text (the 400 page) is one of the fixed, printable messages.
+#[test]
+fn paging_params() {
+    let tokens = vec(paging_token(), 0..6).prop_map(|t| t.join("&"));
+    check("query::paging_params", tokens, |s| {
+        match parse(Some(&s)) {
+            Ok(q) => {
+                if let Limit::Rows(n) = q.limit {
+                    prop_assert!((1..=MAX_LIMIT).contains(&n), "{:?}: {:?}", s, q);
+                }
+                match q.start {
+                    Start::Page(p) => {
+                        prop_assert!((1..=MAX_PAGE).contains(&p), "{:?}: {:?}", s, q);
+                        prop_assert!(p == 1 || q.limit != Limit::All, "{:?}", s);
+                    }
+                    Start::Offset(o) => prop_assert!(o <= MAX_OFFSET, "{:?}: {:?}", s, q),
+                    Start::First => {}
+                }
+                let _ = q.offset();
+                if let Some(v) = &q.filter.vhost {
+                    prop_assert!(!v.chars().any(|c| c.is_control() || c == ' '), "{:?}", v);
+                }
+            }
+            Err(e) => {
+                // QueryError holds no text of the client's (only `&'static str` names), so
+                // the 400 page cannot echo it; check the message is plain printable ASCII.
+                let text = e.to_string();
+                prop_assert!(!text.is_empty(), "{:?}", s);
+                prop_assert!(
+                    text.bytes().all(|b| (b' '..=b'~').contains(&b)),
+                    "{:?}",
+                    text
+                );
             }
         }
         Ok(())
