@@ -233,6 +233,40 @@ fn guard_process_is_restarted_and_runs_with_ptrace_only() {
     );
 }
 
+/// A child scans while the guard process is stopped; once it runs again the guard process
+/// takes the scanner role back, although the child keeps scanning on time.
+#[test]
+fn a_resumed_guard_process_takes_the_scanner_role_back() {
+    let server = common::Apache::start(
+        common::Opts::new(Mpm::Event).global("SocketGuardScanInterval 200ms\n"),
+    );
+    let guard = guard_pid(&server);
+    assert!(guard > 0);
+    let scanner = |s: &common::StatusAuto| s.num("ScannerPid") as i32;
+    wait_until(Duration::from_secs(3), "the guard process to scan", || {
+        scanner(&server.status_auto()) == guard
+    });
+    // SAFETY: kill(2) on the guard process of the server this test started.
+    unsafe { libc::kill(guard, libc::SIGSTOP) };
+    let mut child = 0;
+    wait_until(Duration::from_secs(5), "a child to take over", || {
+        child = scanner(&server.status_auto());
+        child != guard && child > 0
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(guard, libc::SIGCONT) };
+    wait_until(
+        Duration::from_secs(3),
+        "the guard process to scan again",
+        || scanner(&server.status_auto()) == guard,
+    );
+    let scans = server.status_auto().num("Scans");
+    wait_until(Duration::from_secs(3), "scans to go on", || {
+        let s = server.status_auto();
+        s.num("Scans") > scans + 2 && scanner(&s) == guard
+    });
+}
+
 /// `SocketGuardRescue Off`: the guard process shows and reports a hung child's sockets, it
 /// does not close them (prefork: one holder per request).
 #[test]

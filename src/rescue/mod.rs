@@ -125,9 +125,6 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
     if !can_reach {
         h.guard_reach.store(guard_reach::NONE, Relaxed);
     }
-    // Take the scanner role from whichever child holds it: one scan for the server, here.
-    h.scanner_pid.store(me, Relaxed);
-    h.scanner_beat_mono_ms.store(mono_ms(), Relaxed);
     let mut pass = Pass::new(root, log, can_reach);
     let mut diag = DiagSocket::open().ok();
     let mut backlog_reported = false;
@@ -151,16 +148,17 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
                 .load(Relaxed)
                 .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS);
             next_scan = now + interval;
-            if election::take_turn(&table, me, now, interval) {
-                let started = Instant::now();
-                let result = kernel::close_wait_on(diag.as_mut(), &table.listeners());
-                // A failed scan says nothing about the backlog either: keep the episode.
-                if let Some(backlog) = pass.after_scan(&table, result, started) {
-                    report_backlog(log, backlog, &mut backlog_reported);
-                }
-            } else {
-                // Someone else scans meanwhile: learn the marks afresh when we take over.
+            // The scanner role is ours whoever held it (a child, while we were gone or
+            // stopped): one scan for the server, here, where the rescue needs it. After
+            // someone else scanned, learn the marks afresh.
+            if !election::hold(&table, me, now) {
                 pass.scanner = scan::Scanner::default();
+            }
+            let started = Instant::now();
+            let result = kernel::close_wait_on(diag.as_mut(), &table.listeners());
+            // A failed scan says nothing about the backlog either: keep the episode.
+            if let Some(backlog) = pass.after_scan(&table, result, started) {
+                report_backlog(log, backlog, &mut backlog_reported);
             }
         }
         let wait = next_scan
