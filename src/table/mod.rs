@@ -5,9 +5,11 @@ mod children;
 mod conn;
 pub mod crash;
 pub mod heap;
+pub mod history;
 pub mod layout;
 pub mod lease;
 mod marks;
+pub mod report;
 pub mod shared;
 pub mod slot;
 pub mod state;
@@ -22,5 +24,7 @@ pub use totals::Totals;
 
 #[cfg(test)]
 mod die_safe;
+#[cfg(test)]
+mod die_safe_report;
 #[cfg(test)]
 mod tests;
