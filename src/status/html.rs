@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use super::auto::force_closed_held;
 use super::escape::{html as e, ms_as_secs};
+use super::html_leaks;
 use super::model::{ChildRow, CloseWaitClass, ConnRow, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
 use crate::table::state::ConnState;
@@ -36,6 +37,8 @@ pub fn render(s: &Snapshot, refresh: Option<u32>) -> String {
     o.push_str("<h1>Socket Guard Status</h1>\n");
     summary(&mut o, s);
     headline(&mut o, s);
+    html_leaks::where_it_leaks(&mut o, s);
+    html_leaks::last_hour(&mut o, s);
     vhosts(&mut o, &s.vhosts);
     children(&mut o, &s.children);
     connections(&mut o, s);
@@ -187,8 +190,18 @@ fn headline(o: &mut String, s: &Snapshot) {
 }
 
 /// Opens a table with the given (static, trusted) header cells.
-fn table_head(o: &mut String, headers: &[&str]) {
-    o.push_str("<table>\n<tr>");
+pub(super) fn table_head(o: &mut String, headers: &[&str]) {
+    table_head_id(o, None, headers);
+}
+
+/// Opens a table with an id (static, trusted) and the given header cells.
+pub(super) fn table_head_id(o: &mut String, id: Option<&str>, headers: &[&str]) {
+    match id {
+        Some(id) => {
+            let _ = write!(o, "<table id=\"{id}\">\n<tr>");
+        }
+        None => o.push_str("<table>\n<tr>"),
+    }
     for h in headers {
         let _ = write!(o, "<th>{h}</th>");
     }
@@ -196,7 +209,7 @@ fn table_head(o: &mut String, headers: &[&str]) {
 }
 
 /// One row; cells are already escaped. Numeric cells (`n`) are right-aligned.
-fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
+pub(super) fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
     match class {
         Some(c) => {
             let _ = write!(o, "<tr class=\"{c}\">");
@@ -213,11 +226,11 @@ fn row(o: &mut String, class: Option<&str>, cells: &[(String, bool)]) {
     o.push_str("</tr>\n");
 }
 
-fn num(v: impl ToString) -> (String, bool) {
+pub(super) fn num(v: impl ToString) -> (String, bool) {
     (v.to_string(), true)
 }
 
-fn txt(v: String) -> (String, bool) {
+pub(super) fn txt(v: String) -> (String, bool) {
     (v, false)
 }
 
@@ -499,6 +512,7 @@ fn kernel(o: &mut String, s: &Snapshot) {
 fn histogram(o: &mut String, s: &Snapshot) {
     let h = &s.close_wait_histogram;
     o.push_str("<h2>Time spent in CLOSE_WAIT before close</h2>\n");
+    html_leaks::histogram_chart(o, s);
     table_head(o, &["Seconds", "Sockets"]);
     for (i, b) in h.bounds_secs.iter().enumerate() {
         let label = format!("&le; {}", super::escape::float(*b));
