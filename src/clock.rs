@@ -11,3 +11,11 @@ pub fn mono_ms() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000 + ts.tv_nsec as u64 / 1_000_000
 }
+
+/// CLOCK_REALTIME in milliseconds since the Unix epoch: only for showing when something
+/// happened (the leak report's "last seen", the history's timestamps), never for a deadline.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -15,15 +15,6 @@ const RULES: &str = "contrib/prometheus/socket_guard.rules.yml";
 const RULE_TESTS: &str = "contrib/prometheus/socket_guard.rules.test.yml";
 const DASHBOARD: &str = "contrib/grafana/socket_guard.json";
 
-/// Metrics the contrib files may name before the module emits them.
-const ALLOWED_MISSING: &[&str] = &[
-    // Added by the leak report branch (SPEC "Where it leaks"): the dashboard's "Where it
-    // leaks" tables and the leak alerts' descriptions use them. Delete these two lines when
-    // that branch is merged.
-    "socket_guard_leaks_total",
-    "socket_guard_leak_clients_total",
-];
-
 fn contrib_file(rel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
@@ -63,7 +54,7 @@ fn recorded(rules: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Names in `text` that are neither emitted, nor recorded by the rules, nor allowed missing.
+/// Names in `text` that are neither emitted nor recorded by the rules.
 fn unknown(text: &str, emitted: &BTreeSet<String>, records: &BTreeSet<String>) -> Vec<String> {
     referenced(text)
         .into_iter()
@@ -73,7 +64,7 @@ fn unknown(text: &str, emitted: &BTreeSet<String>, records: &BTreeSet<String>) -
             } else {
                 emitted.contains(n)
             };
-            !known && !ALLOWED_MISSING.contains(&n.as_str())
+            !known
         })
         .collect()
 }
@@ -103,13 +94,6 @@ fn contrib_names_only_emitted_metrics() {
             bad.is_empty(),
             "{rel} names metrics /socket-status?metrics does not emit, or recording rules \
              {RULES} does not define: {bad:?}\nemitted: {emitted:?}\nrecorded: {records:?}"
-        );
-    }
-    // The allowance is for names not there yet: once the module emits one, drop it.
-    for name in ALLOWED_MISSING {
-        assert!(
-            !emitted.contains(*name),
-            "{name} is emitted now: remove it from ALLOWED_MISSING"
         );
     }
 }

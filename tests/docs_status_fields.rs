@@ -7,23 +7,19 @@
 mod common;
 #[path = "common/docs.rs"]
 mod docs;
+#[path = "common/guard.rs"]
+mod guard;
 
 use common::status::parse_metrics;
-use common::{json, Apache, Mpm, Opts};
+use common::{json, Conn, Mpm};
+use guard::{conn_ids, opts_with_cgi, start_with_cgi, str_field, wait_rows, CgiServer};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// Documented `?auto` names printed only while a leaked socket exists (tests/leaked.rs makes
 /// one): the `Leaked:` line and its fields.
 const ONLY_WITH_A_LEAKED_SOCKET: &[&str] =
     &["Leaked", "client=", "port=", "holder=", "comm=", "closed="];
-
-/// Documented per SPEC.md ("Where it leaks") but not printed yet: the leak report is built on
-/// another branch. Remove this list when it is merged, so the names are checked against the
-/// real output like all the others.
-const PENDING_LEAK_REPORT_METRICS: &[&str] = &[
-    "socket_guard_leaks_total",
-    "socket_guard_leak_clients_total",
-];
 
 /// What one format prints, and what the page documents for it; lists the differences.
 fn compare(
@@ -68,7 +64,7 @@ fn auto_names(text: &str, prefix: &str) -> BTreeSet<String> {
             continue;
         }
         out.insert(key.to_string());
-        if ["Vhost", "Child", "Leaked"].contains(&key) {
+        if ["Vhost", "Child", "Leaked", "LeakPath", "LeakClient"].contains(&key) {
             let fields = value.split_whitespace().filter_map(|t| t.split_once('='));
             out.extend(fields.map(|(f, _)| format!("{f}=")));
         }
@@ -239,12 +235,7 @@ fn metrics_failures(md: &str, text: &str) -> Vec<String> {
         by_family.entry(family).or_default().extend(labels);
     }
     let documented: BTreeSet<String> = by_family.iter().map(|(f, l)| metric_name(f, l)).collect();
-    let pending: Vec<&str> = documented
-        .iter()
-        .filter(|d| PENDING_LEAK_REPORT_METRICS.contains(&metric_span(d).0.as_str()))
-        .map(String::as_str)
-        .collect();
-    compare("?metrics", &printed, &documented, &pending)
+    compare("?metrics", &printed, &documented, &[])
 }
 
 fn auto_failures(md: &str, socket_status: &str, server_status: &str) -> Vec<String> {
@@ -272,14 +263,50 @@ fn server_status_section(html: &str) -> String {
     html[from..].split("</dl>").next().unwrap_or("").to_string()
 }
 
+/// A server whose leak report has an entry: a client gave up on a stuck CGI on an `On` vhost
+/// (1 s timeout), and the scan counted it.
+fn server_with_a_leak() -> CgiServer {
+    let opts = opts_with_cgi(Mpm::Event, 4).with_mod_status().vhosts(
+        "<VirtualHost 127.0.0.1:@PORT@>\n    ServerName shop.test\n    SocketGuardAutoClose On\n    \
+         SocketGuardCloseWaitTimeout 1s\n</VirtualHost>",
+    );
+    let cgi = start_with_cgi(opts);
+    let server = &cgi.server;
+    server.get("/index.html");
+    let mut c = Conn::connect(server.port()).expect("connect");
+    c.send_request("GET", "/cgi-bin/slow/docs?SLEEP=30", None, false, &[], b"")
+        .expect("send");
+    wait_rows(
+        server,
+        &conn_ids(std::slice::from_ref(&c)),
+        Duration::from_secs(20),
+        "the stuck CGI request being handled",
+        |r| match str_field(r, "state") {
+            "handling" => Ok(()),
+            s => Err(s.to_string()),
+        },
+    );
+    c.close();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server
+        .get("/socket-status?auto")
+        .text()
+        .contains("\nLeakPath: ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no leak report entry within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cgi
+}
+
 #[test]
 fn every_printed_field_is_documented_and_every_documented_one_printed() {
     let md = docs::read("status-fields.md");
-    let opts = Opts::new(Mpm::Event).with_mod_status().vhosts(
-        "<VirtualHost 127.0.0.1:@PORT@>\n    ServerName shop.test\n    SocketGuardAutoClose On\n</VirtualHost>",
-    );
-    let server = Apache::start(opts);
-    server.get("/index.html");
+    let cgi = server_with_a_leak();
+    let server = &cgi.server;
     // The scanner has run, so its fields carry values rather than a "not yet" text.
     server.wait_scans(1);
     let page = |path: &str| {

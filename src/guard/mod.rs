@@ -2,14 +2,17 @@
 //!
 //! Every interval it checks in (proving the child is not hung); if this child holds the scanner
 //! role it dumps the kernel's CLOSE_WAIT sockets once for the whole server and marks them in the
-//! table (`scan`); and if the scan flagged one of this child's connections, or one of its
-//! deadlines came up, it acts on its own connections (`act`). Between ticks it sleeps until the
+//! table (`scan`, which also feeds the leak report, `leaks`, and the last hour, `history`);
+//! and if the scan flagged one of this child's connections, or one of its deadlines came up,
+//! it acts on its own connections (`act`). Between ticks it sleeps until the
 //! next tick or the earliest deadline, whichever is first, so a close happens within
 //! milliseconds of the timeout once the connection is known to be in CLOSE_WAIT.
 
 pub(crate) mod abandon;
 pub(crate) mod act;
 pub(crate) mod election;
+pub(crate) mod history;
+pub(crate) mod leaks;
 pub mod scan;
 pub(crate) mod stopper;
 
@@ -167,7 +170,9 @@ impl Guard {
         let ok = result.is_ok();
         match result {
             Ok(sockets) => {
-                self.scanner.apply(&self.table, &sockets, mono_ms());
+                let now = mono_ms();
+                let outcome = self.scanner.apply(&self.table, &sockets, now);
+                history::sample_if_due(&self.table, &outcome, now);
                 self.scan_failing = false;
             }
             // A failed scan is no list: applying it as an empty one would end every

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::mono_ms;
 use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
-use crate::guard::{election, scan};
+use crate::guard::{election, history, scan};
 use crate::kernel::{self, sock_diag::DiagSocket, KernelSocket, TCP_CLOSE_WAIT};
 use crate::messages::{self, log_safe, LogSink, Severity};
 use crate::sys::socket::Refusal;
@@ -234,7 +234,8 @@ impl Pass {
     ) -> Option<usize> {
         let now = mono_ms();
         if let Ok(sockets) = &result {
-            self.scanner.apply(table, sockets, now);
+            let outcome = self.scanner.apply(table, sockets, now);
+            history::sample_if_due(table, &outcome, now);
         }
         let cost_us = started.elapsed().as_micros() as u64;
         election::beat(table, mono_ms(), cost_us, result.is_ok());

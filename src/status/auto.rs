@@ -6,8 +6,8 @@
 
 use std::fmt::Write;
 
-use super::escape::{auto_token, auto_value, float_fixed};
-use super::model::{CloseWaitClass, ShownState, Snapshot};
+use super::escape::{auto_token, auto_value, float_fixed, ms_as_secs};
+use super::model::{CloseWaitClass, Count, ShownState, Snapshot};
 use super::open_in;
 
 /// The `?auto` key for the open count of one state.
@@ -53,6 +53,7 @@ pub fn render(s: &Snapshot) -> String {
     vhosts(&mut o, s);
     children(&mut o, s);
     leaked(&mut o, s);
+    leak_report(&mut o, s);
     o
 }
 
@@ -127,6 +128,12 @@ fn scanner(o: &mut String, s: &Snapshot) {
     let h = &s.close_wait_histogram;
     let _ = writeln!(o, "CloseWaitSecondsCount: {}", h.count());
     let _ = writeln!(o, "CloseWaitSecondsSum: {}", float_fixed(h.sum_secs, 3));
+    let _ = writeln!(
+        o,
+        "HistoryPeriodSeconds: {}",
+        ms_as_secs(s.history.period_ms)
+    );
+    let _ = writeln!(o, "HistorySamples: {}", s.history.points.len());
 }
 
 /// One `Vhost:` line per vhost.
@@ -183,6 +190,44 @@ fn leaked(o: &mut String, s: &Snapshot) {
             auto_token(&l.holder_comm),
             u8::from(l.closed)
         );
+    }
+}
+
+/// "Count=N Error=E LastSeen=<unix seconds>" of a leak report entry.
+fn count_fields(c: &Count) -> String {
+    format!(
+        "Count={} Error={} LastSeen={}",
+        c.count,
+        c.error,
+        c.last_seen_unix_ms / 1_000
+    )
+}
+
+/// One `LeakPath:` and one `LeakClient:` line per entry of each vhost's leak report, most
+/// counted first. Method, path and vhost are untrusted text made single tokens.
+fn leak_report(o: &mut String, s: &Snapshot) {
+    for v in &s.leaks {
+        for p in &v.paths {
+            let _ = writeln!(
+                o,
+                "LeakPath: {} {} Method={} Path={}",
+                auto_token(&v.vhost),
+                count_fields(&p.count),
+                auto_token(&p.method),
+                auto_token(&p.path)
+            );
+        }
+    }
+    for v in &s.leaks {
+        for c in &v.clients {
+            let _ = writeln!(
+                o,
+                "LeakClient: {} {} Client={}",
+                auto_token(&v.vhost),
+                count_fields(&c.count),
+                auto_token(&c.client)
+            );
+        }
     }
 }
 
@@ -436,5 +481,46 @@ mod tests {
         assert_eq!(get(&kv, "StoppedCgi"), vec!["0"]);
         assert_eq!(get(&kv, "AbandonedNow"), vec!["0"]);
         assert_eq!(get(&kv, "GracefulDeadlineMs"), vec!["0"]);
+    }
+
+    #[test]
+    fn leak_report_lines_one_token_per_value() {
+        let kv = lines(&render(&fixture::snapshot()));
+        let paths = get(&kv, "LeakPath");
+        let hostile_vhost = "evil_<b>\"host\"</b>\\_SlotsTotal:_0:80";
+        assert_eq!(
+            paths,
+            [
+                format!(
+                    "{hostile_vhost} Count=9 Error=4 LastSeen=1699999400 Method=POST Path=/export"
+                ),
+                format!(
+                    "{hostile_vhost} Count=7 Error=0 LastSeen=1699999988 Method=G\"ET< \
+                     Path=/<script>alert(\"x\")</script>_\"}}"
+                ),
+                "www.example.com:443 Count=3 Error=0 LastSeen=1699999997 Method=GET Path=/report"
+                    .to_string(),
+            ]
+        );
+        for l in &paths {
+            let keys: Vec<&str> = l
+                .split(' ')
+                .skip(1)
+                .map(|t| t.split_once('=').unwrap().0)
+                .collect();
+            assert_eq!(keys, ["Count", "Error", "LastSeen", "Method", "Path"]);
+        }
+        assert_eq!(
+            get(&kv, "LeakClient"),
+            [
+                format!("{hostile_vhost} Count=16 Error=0 LastSeen=1699999988 Client=192.0.2.7"),
+                "www.example.com:443 Count=3 Error=0 LastSeen=1699999997 Client=2001:db8::1"
+                    .to_string(),
+            ]
+        );
+        assert_eq!(one(&kv, "HistoryPeriodSeconds"), "5");
+        assert_eq!(one(&kv, "HistorySamples"), "4");
+        let empty = lines(&render(&Default::default()));
+        assert!(get(&empty, "LeakPath").is_empty() && get(&empty, "LeakClient").is_empty());
     }
 }

@@ -8,10 +8,10 @@ use std::fmt::Write;
 
 use super::auto::force_closed_held;
 use super::escape::{html as e, ms_as_secs};
-use super::html_conns;
 use super::model::{ChildRow, CloseWaitClass, ShownState, Snapshot, Verdict, VhostRow};
 use super::query::Query;
 use super::select::Selection;
+use super::{html_conns, html_leaks};
 use super::{open_in, vhost_label};
 
 const CSS: &str = "body{font-family:sans-serif;margin:1em 2em}\
@@ -42,8 +42,8 @@ pub fn render(s: &Snapshot, sel: &Selection, q: &Query) -> String {
     summary(&mut o, s);
     headline(&mut o, s);
     html_conns::attention(&mut o, sel, q);
-    // The leak report (top paths and clients per vhost, issue 9) belongs here, right after
-    // the rows that need attention: it is being built on another branch.
+    html_leaks::where_it_leaks(&mut o, s);
+    html_leaks::last_hour(&mut o, s);
     vhosts(&mut o, &s.vhosts);
     children(&mut o, &s.children);
     html_conns::listing(&mut o, s, sel, q);
@@ -196,7 +196,17 @@ fn headline(o: &mut String, s: &Snapshot) {
 
 /// Opens a table with the given (static, trusted) header cells.
 pub(super) fn table_head(o: &mut String, headers: &[&str]) {
-    o.push_str("<table>\n<tr>");
+    table_head_id(o, None, headers);
+}
+
+/// Opens a table with an id (static, trusted) and the given header cells.
+pub(super) fn table_head_id(o: &mut String, id: Option<&str>, headers: &[&str]) {
+    match id {
+        Some(id) => {
+            let _ = write!(o, "<table id=\"{id}\">\n<tr>");
+        }
+        None => o.push_str("<table>\n<tr>"),
+    }
     for h in headers {
         let _ = write!(o, "<th>{h}</th>");
     }
@@ -437,6 +447,7 @@ fn kernel(o: &mut String, s: &Snapshot) {
 fn histogram(o: &mut String, s: &Snapshot) {
     let h = &s.close_wait_histogram;
     o.push_str("<h2>Time spent in CLOSE_WAIT before close</h2>\n");
+    html_leaks::histogram_chart(o, s);
     table_head(o, &["Seconds", "Sockets"]);
     for (i, b) in h.bounds_secs.iter().enumerate() {
         let label = format!("&le; {}", super::escape::float(*b));

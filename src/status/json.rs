@@ -7,7 +7,8 @@
 use super::escape::{float, json_string as js, ms_as_secs};
 use super::links::{args, at_offset, everything};
 use super::model::{
-    ChildRow, CloseWaitClass, ConnRow, LeakedSocket, ShownState, Snapshot, VhostRow,
+    ChildRow, CloseWaitClass, ConnRow, Count, HistoryPoint, LeakedSocket, ShownState, Snapshot,
+    VhostLeaks, VhostRow,
 };
 use super::open_in;
 use super::query::Query;
@@ -28,6 +29,11 @@ pub fn render(s: &Snapshot, sel: &Selection, q: &Query) -> String {
         format!("\"kernel\":{}", kernel(s)),
         format!("\"close_wait_histogram\":{}", histogram(s)),
         format!("\"scanner\":{}", scanner(s)),
+        format!(
+            "\"leaks\":{}",
+            list(s.leaks.iter().map(|v| vhost_leaks(s, v)))
+        ),
+        format!("\"history\":{}", history(s)),
     ]);
     format!("{{{}}}\n", parts.join(","))
 }
@@ -227,6 +233,57 @@ fn scanner(s: &Snapshot) -> String {
         sc.guard_pid,
         sc.guard_reach,
         sc.rescue
+    )
+}
+
+/// A leak report count: Space-Saving's count and error bound, when it was last seen.
+fn count(s: &Snapshot, c: &Count) -> String {
+    format!(
+        "\"count\":{},\"error\":{},\"last_seen_unix_ms\":{},\"last_seen_age_ms\":{}",
+        c.count,
+        c.error,
+        c.last_seen_unix_ms,
+        s.now_unix_ms.saturating_sub(c.last_seen_unix_ms)
+    )
+}
+
+fn vhost_leaks(s: &Snapshot, v: &VhostLeaks) -> String {
+    let paths = v.paths.iter().map(|p| {
+        format!(
+            "{{\"method\":{},\"path\":{},{}}}",
+            js(&p.method),
+            js(&p.path),
+            count(s, &p.count)
+        )
+    });
+    let clients = v
+        .clients
+        .iter()
+        .map(|c| format!("{{\"client\":{},{}}}", js(&c.client), count(s, &c.count)));
+    format!(
+        "{{\"vhost\":{},\"paths\":{},\"clients\":{}}}",
+        js(&v.vhost),
+        list(paths),
+        list(clients)
+    )
+}
+
+/// The last hour as series: one array of timestamps and one per value, index by index.
+fn history(s: &Snapshot) -> String {
+    let h = &s.history;
+    let series = |f: fn(&HistoryPoint) -> u64| list(h.points.iter().map(|p| f(p).to_string()));
+    format!(
+        "{{\"period_seconds\":{},\"capacity\":{},\"timestamps_unix_ms\":{},\
+         \"close_wait\":{},\"open\":{},\"untracked\":{},\"guard_closes\":{},\
+         \"rescue_closes\":{}}}",
+        ms_as_secs(h.period_ms),
+        h.capacity,
+        series(|p| p.unix_ms),
+        series(|p| p.close_wait),
+        series(|p| p.open),
+        series(|p| p.untracked),
+        series(|p| p.guard_closes),
+        series(|p| p.rescue_closes)
     )
 }
 
@@ -734,5 +791,53 @@ mod tests {
         );
         assert_eq!(v.get("close_wait_histogram").get("sum_seconds").num(), 0.0);
         assert!(parse(&doc(&Default::default())).is_ok());
+    }
+
+    #[test]
+    fn leak_report_and_history_series() {
+        let out = doc(&fixture::snapshot());
+        assert!(!out.contains("<script>") && !out.contains("G\"ET<"));
+        let v = parse(&out).unwrap();
+        let leaks = v.get("leaks").arr();
+        assert_eq!(leaks.len(), 2);
+        assert_eq!(
+            leaks[0].get("vhost").str(),
+            format!("{}:80", fixture::HOSTILE_VHOST)
+        );
+        let paths = leaks[0].get("paths").arr();
+        let p = &paths[1];
+        assert_eq!(p.get("method").str(), fixture::HOSTILE_METHOD);
+        assert_eq!(p.get("path").str(), fixture::HOSTILE_PATH);
+        assert_eq!(p.get("count").num(), 7.0);
+        assert_eq!(p.get("error").num(), 0.0);
+        assert_eq!(p.get("last_seen_age_ms").num(), 12_000.0);
+        assert_eq!(paths[0].get("error").num(), 4.0);
+        let c = &leaks[1].get("clients").arr()[0];
+        assert_eq!(c.get("client").str(), "2001:db8::1");
+        assert_eq!(
+            c.get("last_seen_unix_ms").num(),
+            (fixture::NOW_UNIX_MS - 3_000) as f64
+        );
+        let h = v.get("history");
+        assert_eq!(h.get("period_seconds").num(), 5.0);
+        assert_eq!(h.get("capacity").num(), 720.0);
+        let series = |k: &str| -> Vec<f64> { h.get(k).arr().iter().map(V::num).collect() };
+        let t0 = fixture::NOW_UNIX_MS as f64;
+        assert_eq!(
+            series("timestamps_unix_ms"),
+            [t0 - 600_000.0, t0 - 595_000.0, t0 - 590_000.0, t0 - 5_000.0]
+        );
+        assert_eq!(series("close_wait"), [2.0, 3.0, 1.0, 0.0]);
+        assert_eq!(series("open"), [5.0, 6.0, 4.0, 4.0]);
+        assert_eq!(series("untracked"), [1.0; 4]);
+        assert_eq!(series("guard_closes"), [0.0, 2.0, 0.0, 1.0]);
+        assert_eq!(series("rescue_closes"), [0.0, 1.0, 0.0, 0.0]);
+        let empty = parse(&doc(&Default::default())).unwrap();
+        assert!(empty.get("leaks").arr().is_empty());
+        assert!(empty
+            .get("history")
+            .get("timestamps_unix_ms")
+            .arr()
+            .is_empty());
     }
 }

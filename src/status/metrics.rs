@@ -12,11 +12,11 @@ use super::escape::{float, ms_as_secs, prom_label};
 use super::model::{ChildRow, CloseWaitClass, ShownState, Snapshot, Verdict, VhostRow};
 use super::{open_in, vhost_label};
 
-const P: &str = "socket_guard_";
+pub(super) const P: &str = "socket_guard_";
 
 /// Writes the `# HELP` / `# TYPE` header of one family. Help texts are our own constants,
 /// written without backslashes or newlines, so they need no escaping.
-fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn family(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {P}{name} {help}");
     let _ = writeln!(o, "# TYPE {P}{name} {kind}");
 }
@@ -63,6 +63,7 @@ pub fn render(s: &Snapshot) -> String {
     vhost_rows(&mut o, &vhosts);
     server(&mut o, s);
     children(&mut o, s);
+    super::metrics_leaks::render(&mut o, s);
     o
 }
 

@@ -3,15 +3,20 @@ pub mod auto;
 pub mod escape;
 pub mod html;
 mod html_conns;
+mod html_leaks;
 pub mod json;
+pub mod leaks;
 mod links;
 pub mod metrics;
+mod metrics_leaks;
 pub mod model;
 pub mod params;
 pub mod query;
 pub mod select;
 pub mod server_status;
 pub mod snapshot;
+mod svg;
+mod time;
 
 use model::{ShownState, Totals, VhostRow};
 
@@ -115,6 +120,80 @@ pub(crate) mod fixture {
             s.connections.push(c);
         }
         s
+    }
+
+    /// The snapshot's wall clock (2023-11-14 22:13:20 UTC).
+    pub const NOW_UNIX_MS: u64 = 1_700_000_000_000;
+    /// The leak report's hostile method (a child can write any bytes).
+    pub const HOSTILE_METHOD: &str = "G\"ET<";
+
+    fn counted(count: u64, error: u64, ago_ms: u64) -> Count {
+        Count {
+            count,
+            error,
+            last_seen_unix_ms: NOW_UNIX_MS - ago_ms,
+        }
+    }
+
+    /// Two vhosts' reports: the hostile one (its hostile path 7 times, POST /export 9 with
+    /// an error bound of 4), www.example.com:443 (GET /report 3 times).
+    fn leaks() -> Vec<VhostLeaks> {
+        vec![
+            VhostLeaks {
+                vhost: format!("{HOSTILE_VHOST}:80"),
+                paths: vec![
+                    LeakPath {
+                        method: "POST".into(),
+                        path: "/export".into(),
+                        count: counted(9, 4, 600_000),
+                    },
+                    LeakPath {
+                        method: HOSTILE_METHOD.into(),
+                        path: HOSTILE_PATH.into(),
+                        count: counted(7, 0, 12_000),
+                    },
+                ],
+                clients: vec![LeakClient {
+                    client: "192.0.2.7".into(),
+                    count: counted(16, 0, 12_000),
+                }],
+            },
+            VhostLeaks {
+                vhost: "www.example.com:443".into(),
+                paths: vec![LeakPath {
+                    method: "GET".into(),
+                    path: "/report".into(),
+                    count: counted(3, 0, 3_000),
+                }],
+                clients: vec![LeakClient {
+                    client: "2001:db8::1".into(),
+                    count: counted(3, 0, 3_000),
+                }],
+            },
+        ]
+    }
+
+    /// Four samples: three in a row ten minutes ago (2 guard closes and 1 rescue between the
+    /// first two), then one 5 s ago after a gap.
+    fn history() -> History {
+        let p = |ago_ms, close_wait, open, guard_closes, rescue_closes| HistoryPoint {
+            unix_ms: NOW_UNIX_MS - ago_ms,
+            close_wait,
+            open,
+            untracked: 1,
+            guard_closes,
+            rescue_closes,
+        };
+        History {
+            period_ms: 5_000,
+            capacity: 720,
+            points: vec![
+                p(600_000, 2, 5, 0, 0),
+                p(595_000, 3, 6, 2, 1),
+                p(590_000, 1, 4, 0, 0),
+                p(5_000, 0, 4, 1, 0),
+            ],
+        }
     }
 
     pub fn snapshot() -> Snapshot {
@@ -265,6 +344,9 @@ pub(crate) mod fixture {
                 guard_reach: "children",
                 rescue: true,
             },
+            now_unix_ms: NOW_UNIX_MS,
+            leaks: leaks(),
+            history: history(),
         }
     }
 }

@@ -35,6 +35,68 @@ pub struct Snapshot {
     pub kernel: KernelView,
     pub close_wait_histogram: Histogram,
     pub scanner: ScannerInfo,
+    /// CLOCK_REALTIME ms when the snapshot was taken (the leak report's and the history's
+    /// times are wall-clock).
+    pub now_unix_ms: u64,
+    /// Where it leaks: per vhost with any entry, its top requests and clients.
+    pub leaks: Vec<VhostLeaks>,
+    /// The last hour, sampled by the scanner.
+    pub history: History,
+}
+
+/// One vhost's leak report: the requests and the clients whose connections most often sat in
+/// CLOSE_WAIT past the vhost's timeout (at most `REPORT_K` each), most counted first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VhostLeaks {
+    /// "name:port".
+    pub vhost: String,
+    pub paths: Vec<LeakPath>,
+    pub clients: Vec<LeakClient>,
+}
+
+/// A request (method and path, no query string; raw text: escape it) in the leak report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeakPath {
+    pub method: String,
+    pub path: String,
+    pub count: Count,
+}
+
+/// A client address (no port) in the leak report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeakClient {
+    pub client: String,
+    pub count: Count,
+}
+
+/// A Space-Saving count: the true number lies in `[count - error, count]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    pub count: u64,
+    pub error: u64,
+    pub last_seen_unix_ms: u64,
+}
+
+/// The last hour: one point per sample, oldest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    pub period_ms: u64,
+    /// How many samples the ring holds (an hour's worth).
+    pub capacity: u64,
+    pub points: Vec<HistoryPoint>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPoint {
+    pub unix_ms: u64,
+    /// Tracked connections in CLOSE_WAIT, open connections, untracked CLOSE_WAIT sockets.
+    pub close_wait: u64,
+    pub open: u64,
+    pub untracked: u64,
+    /// Closes since the previous point: by the in-child guard, by the guard process's rescue
+    /// (0 for the first point).
+    pub guard_closes: u64,
+    pub rescue_closes: u64,
 }
 
 /// The one child that scans the kernel for the whole server.

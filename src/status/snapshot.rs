@@ -47,6 +47,8 @@ pub fn build(
         seen.any_overdue,
     );
     snap.scanner = scanner_info(t, now_mono_ms);
+    snap.leaks = super::leaks::read_leaks(t);
+    snap.history = super::leaks::read_history(t);
     snap
 }
 
@@ -56,6 +58,8 @@ fn empty(info: &ServerInfo) -> Snapshot {
         server_version: info.server_version.clone(),
         mpm: info.mpm.clone(),
         module_version: env!("CARGO_PKG_VERSION").to_string(),
+        now_unix_ms: crate::clock::unix_ms(),
+        history: super::leaks::empty_history(),
         ..Default::default()
     };
     snap.totals.open_by_state = ShownState::OPEN.iter().map(|s| (*s, 0)).collect();

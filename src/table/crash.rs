@@ -47,3 +47,26 @@ pub fn run_dying_after(stores: Option<u32>, f: impl FnOnce()) -> bool {
         Err(p) => std::panic::resume_unwind(p),
     }
 }
+
+#[cfg(test)]
+thread_local! {
+    static OVERTAKE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A place where a lock-free reader may be overtaken by a writer: between checking that an
+/// entry is stable and checking it again. In release builds it is empty; in unit tests it
+/// runs the writer that `overtake_next_read` planted, once.
+#[inline(always)]
+pub fn overtaken() {
+    #[cfg(test)]
+    if let Some(writer) = OVERTAKE.with(|o| o.borrow_mut().take()) {
+        writer();
+    }
+}
+
+/// Makes the next `overtaken()` of this thread run `writer` (tests only).
+#[cfg(test)]
+pub fn overtake_next_read(writer: impl FnOnce() + 'static) {
+    OVERTAKE.with(|o| *o.borrow_mut() = Some(Box::new(writer)));
+}

@@ -226,9 +226,9 @@ fn a_stale_mark_never_shows_on_the_next_connection_of_the_slot() {
 }
 
 /// A tiny deterministic generator (xorshift), so a failing seed can be replayed.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
+    pub(super) fn next(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -198,6 +198,11 @@ pub struct Slot {
     pub path_len: AtomicU32,
     /// `slot::FLAG_*` bits: what the guard already did to this connection.
     pub flags: AtomicU32,
+    /// `tag | LEAK_SEEN` once the scanner counted this connection in the leak report
+    /// (`report.rs`). Like a CLOSE_WAIT mark, a value of an older claim is no value, so
+    /// nothing resets it at claim time.
+    pub leak_seen: AtomicU32,
+    pub _reserved: AtomicU32,
     /// The peer's `tcpi_bytes_acked` when the guard last looked (FLAG_SAMPLED): a CLOSE_WAIT
     /// socket whose peer keeps acknowledging data is a half-closed client still reading.
     pub acked_bytes: AtomicU64,
@@ -207,6 +212,78 @@ pub struct Slot {
     pub method: [AtomicU64; METHOD_BYTES / 8],
     pub path: [AtomicU64; PATH_BYTES / 8],
 }
+
+/// Entries per vhost in each of the leak report's two lists (request paths, client addresses).
+pub const REPORT_K: usize = 16;
+/// A path entry's key: the method's first 16 bytes, then the path's first 80 (no query string).
+pub const LEAK_METHOD_BYTES: usize = 16;
+pub const LEAK_PATH_BYTES: usize = 80;
+pub const PATH_KEY_WORDS: usize = (LEAK_METHOD_BYTES + LEAK_PATH_BYTES) / 8;
+/// A client entry's key: the address (IPv4 or IPv6, no port) in 16 bytes.
+pub const CLIENT_KEY_WORDS: usize = 2;
+/// The history ring: one sample per period, an hour of them.
+pub const HISTORY_PERIOD_MS: u64 = 5_000;
+pub const HISTORY_SAMPLES: usize = 720;
+
+/// One counted key of the leak report (`report.rs`: the Space-Saving rule, the seqlock).
+/// Written by the scanner only; any process may read.
+#[repr(C)]
+pub struct ReportEntry<const N: usize> {
+    /// Even: stable. Odd: the key is being replaced, or its writer died doing so (the next
+    /// writer empties the entry).
+    pub seq: AtomicU32,
+    /// What the key holds: a path entry `method_len | path_len << 8`, a client entry 4 or 6.
+    pub shape: AtomicU32,
+    /// Connections counted under the key (an overestimate by at most `error`).
+    pub count: AtomicU64,
+    /// The count the key inherited when it took the entry over from the least-counted key.
+    pub error: AtomicU64,
+    /// CLOCK_REALTIME ms when the key was last counted.
+    pub last_seen_unix_ms: AtomicU64,
+    pub key: [AtomicU64; N],
+}
+
+pub type PathEntry = ReportEntry<PATH_KEY_WORDS>;
+pub type ClientEntry = ReportEntry<CLIENT_KEY_WORDS>;
+
+/// The leak report of one vhost row (same index).
+#[repr(C)]
+pub struct VhostReport {
+    pub paths: [PathEntry; REPORT_K],
+    pub clients: [ClientEntry; REPORT_K],
+}
+
+pub const REPORT_BYTES: usize = MAX_VHOSTS * std::mem::size_of::<VhostReport>();
+
+/// One sample of the last hour (`history.rs`). `stamp` is the sample's number (1-based),
+/// stored last; 0 while it is written.
+#[repr(C)]
+pub struct HistorySample {
+    pub stamp: AtomicU64,
+    pub mono_ms: AtomicU64,
+    pub unix_ms: AtomicU64,
+    /// Tracked connections in CLOSE_WAIT, open connections, CLOSE_WAIT sockets on our ports
+    /// that match no tracked connection.
+    pub close_wait: AtomicU32,
+    pub open: AtomicU32,
+    pub untracked: AtomicU32,
+    pub _reserved: AtomicU32,
+    /// The force-closed counters (sums of the vhost rows) at the sample: readers take the
+    /// differences between samples, so a sample needs no memory of the one before.
+    pub force_closed_guard: AtomicU64,
+    pub force_closed_rescue: AtomicU64,
+}
+
+/// The ring of samples, written by the scanner only.
+#[repr(C)]
+pub struct History {
+    /// Samples published so far: the newest is number `head`, in `samples[(head - 1) % N]`.
+    pub head: AtomicU64,
+    pub _reserved: [AtomicU64; 7],
+    pub samples: [HistorySample; HISTORY_SAMPLES],
+}
+
+pub const HISTORY_BYTES: usize = std::mem::size_of::<History>();
 
 const fn align64(n: usize) -> usize {
     (n + 63) & !63
@@ -220,6 +297,10 @@ pub struct Layout {
     pub vhosts_offset: usize,
     pub children_offset: usize,
     pub slots_offset: usize,
+    /// The leak report and the history ring: fixed sizes, after the parts sized by the
+    /// configuration.
+    pub report_offset: usize,
+    pub history_offset: usize,
     pub total_size: usize,
 }
 
@@ -228,13 +309,17 @@ impl Layout {
         let vhosts_offset = align64(std::mem::size_of::<Header>());
         let children_offset = align64(vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>());
         let slots_offset = align64(children_offset + nchildren * std::mem::size_of::<ChildRow>());
-        let total_size = align64(slots_offset + nslots * std::mem::size_of::<Slot>());
+        let report_offset = align64(slots_offset + nslots * std::mem::size_of::<Slot>());
+        let history_offset = align64(report_offset + REPORT_BYTES);
+        let total_size = align64(history_offset + HISTORY_BYTES);
         Layout {
             nslots,
             nchildren,
             vhosts_offset,
             children_offset,
             slots_offset,
+            report_offset,
+            history_offset,
             total_size,
         }
     }
@@ -252,15 +337,31 @@ mod tests {
             l.children_offset >= l.vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>()
         );
         assert!(l.slots_offset >= l.children_offset + 10 * std::mem::size_of::<ChildRow>());
-        assert!(l.total_size >= l.slots_offset + 100 * std::mem::size_of::<Slot>());
+        assert!(l.report_offset >= l.slots_offset + 100 * std::mem::size_of::<Slot>());
+        assert!(l.history_offset >= l.report_offset + REPORT_BYTES);
+        assert!(l.total_size >= l.history_offset + HISTORY_BYTES);
         for off in [
             l.vhosts_offset,
             l.children_offset,
             l.slots_offset,
+            l.report_offset,
+            l.history_offset,
             l.total_size,
         ] {
             assert_eq!(off % 64, 0);
         }
+    }
+
+    /// The fixed parts' sizes, as docs/ARCHITECTURE.md states them: a path entry is two
+    /// cache lines, the report 720,896 bytes, the history 40,384 bytes.
+    #[test]
+    fn report_and_history_have_their_documented_sizes() {
+        assert_eq!(std::mem::size_of::<PathEntry>(), 128);
+        assert_eq!(std::mem::size_of::<ClientEntry>(), 48);
+        assert_eq!(std::mem::size_of::<VhostReport>(), 2_816);
+        assert_eq!(REPORT_BYTES, 720_896);
+        assert_eq!(std::mem::size_of::<HistorySample>(), 56);
+        assert_eq!(HISTORY_BYTES, 40_384);
     }
 
     #[test]

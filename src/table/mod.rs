@@ -6,9 +6,11 @@ mod children;
 mod conn;
 pub mod crash;
 pub mod heap;
+pub mod history;
 pub mod layout;
 pub mod lease;
 mod marks;
+pub mod report;
 pub mod shared;
 pub mod slot;
 pub mod state;
@@ -23,5 +25,7 @@ pub use totals::Totals;
 
 #[cfg(test)]
 mod die_safe;
+#[cfg(test)]
+mod die_safe_report;
 #[cfg(test)]
 mod tests;

@@ -67,7 +67,7 @@ impl SharedTable {
         now_mono_ms: u64,
     ) -> Result<SharedTable, TableError> {
         let layout = Layout::new(nslots, nchildren);
-        let table = Self::check(base, len, layout)?;
+        let table = Self::check(base, len, layout, layout.total_size)?;
         // SAFETY: the caller guarantees exclusive access to `len >= total_size` bytes; zero is
         // a valid bit pattern for every atomic in the layout.
         unsafe { std::ptr::write_bytes(base, 0, layout.total_size) };
@@ -87,14 +87,9 @@ impl SharedTable {
     /// Same contract as `init`, except that the memory may already be in use by other
     /// processes through their own handles.
     pub unsafe fn attach(base: *mut u8, len: usize) -> Result<SharedTable, TableError> {
-        if len < std::mem::size_of::<Header>() {
-            return Err(TableError::TooSmall {
-                have: len,
-                need: std::mem::size_of::<Header>(),
-            });
-        }
-        // Read the capacities through a header-only handle before trusting them.
-        let probe = Self::check(base, len, Layout::new(0, 0))?;
+        // Read the capacities through a header-only handle before trusting them: a segment
+        // of another layout may be smaller than even an empty table of this one.
+        let probe = Self::check(base, len, Layout::new(0, 0), std::mem::size_of::<Header>())?;
         let h = probe.header();
         if h.magic.load(Acquire) != MAGIC || h.layout_version.load(Relaxed) != LAYOUT_VERSION {
             return Err(TableError::Incompatible);
@@ -106,7 +101,7 @@ impl SharedTable {
         if h.total_size.load(Relaxed) != layout.total_size as u64 {
             return Err(TableError::Incompatible);
         }
-        Self::check(base, len, layout)
+        Self::check(base, len, layout, layout.total_size)
     }
 
     /// The handle as (base, slots, child rows), to be rebuilt by `from_parts` without storing
@@ -131,12 +126,16 @@ impl SharedTable {
         }
     }
 
-    fn check(base: *mut u8, len: usize, layout: Layout) -> Result<SharedTable, TableError> {
-        if len < layout.total_size {
-            return Err(TableError::TooSmall {
-                have: len,
-                need: layout.total_size,
-            });
+    /// A handle over `len` bytes at `base` once they cover `need` bytes (the parts the handle
+    /// will reach: `layout.total_size`, or only the header for a probe) and are aligned.
+    fn check(
+        base: *mut u8,
+        len: usize,
+        layout: Layout,
+        need: usize,
+    ) -> Result<SharedTable, TableError> {
+        if len < need {
+            return Err(TableError::TooSmall { have: len, need });
         }
         let base = NonNull::new(base).ok_or(TableError::Misaligned)?;
         if !(base.as_ptr() as usize).is_multiple_of(64) {
@@ -146,7 +145,8 @@ impl SharedTable {
     }
 
     fn part<T>(&self, offset: usize, count: usize) -> &[T] {
-        // SAFETY: `check` verified the segment covers `layout.total_size` bytes, every part's
+        // SAFETY: `check` verified the segment covers `layout.total_size` bytes (a probe
+        // handle from `attach` covers only the header and reaches nothing else), every part's
         // offset/count comes from that layout, offsets are 64-byte aligned, and all types in
         // layout.rs consist only of atomics, for which any bit pattern (zeroed by `init`) is
         // valid and shared references are the intended access.
@@ -164,6 +164,13 @@ impl SharedTable {
     }
     pub fn slots(&self) -> &[Slot] {
         self.part(self.layout.slots_offset, self.layout.nslots)
+    }
+    /// The leak report of every vhost row (same index as `vhosts`).
+    pub fn reports(&self) -> &[VhostReport] {
+        self.part(self.layout.report_offset, MAX_VHOSTS)
+    }
+    pub fn history(&self) -> &History {
+        &self.part::<History>(self.layout.history_offset, 1)[0]
     }
     pub fn nslots(&self) -> usize {
         self.layout.nslots

@@ -67,6 +67,19 @@ impl SharedTable {
             t.ending += u64::from(pending == 1 && !held);
         }
         t.accepted += t.untracked;
+        self.add_vhost_sums(&mut t);
+        t
+    }
+
+    /// The totals that are sums of the vhost rows (requests, force-closed, reported,
+    /// stopped), without walking the slots; the other fields stay 0.
+    pub fn vhost_sums(&self) -> Totals {
+        let mut t = Totals::default();
+        self.add_vhost_sums(&mut t);
+        t
+    }
+
+    fn add_vhost_sums(&self, t: &mut Totals) {
         let count = self.header().vhost_count.load(Relaxed) as usize;
         for v in self.vhosts().iter().take(count) {
             t.requests += v.requests.load(Relaxed);
@@ -76,6 +89,5 @@ impl SharedTable {
             t.stopped_cgi += v.stopped_cgi.load(Relaxed);
             t.stopped_child += v.stopped_child.load(Relaxed);
         }
-        t
     }
 }

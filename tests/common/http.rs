@@ -47,6 +47,11 @@ impl Conn {
             &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(5),
         )?;
+        Conn::over(stream, port)
+    }
+
+    /// A connected stream to `port`, with the harness's timeouts.
+    fn over(stream: TcpStream, port: u16) -> std::io::Result<Conn> {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -55,6 +60,38 @@ impl Conn {
             buf: Vec::new(),
             port,
         })
+    }
+
+    /// Connects to 127.0.0.1:`port` from the loopback address `src` (any of 127/8 is this
+    /// machine), so that tests can play several clients.
+    pub fn connect_from(src: [u8; 4], port: u16) -> std::io::Result<Conn> {
+        use std::os::fd::FromRawFd;
+        let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a new socket; on success its descriptor is owned by the TcpStream below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is ours and open; nothing else owns it.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let (from, to) = (sockaddr(src, 0), sockaddr([127, 0, 0, 1], port));
+        // SAFETY: valid sockaddr_in values and their length, on our socket.
+        let bound = unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) };
+        // SAFETY: as above.
+        if bound != 0
+            || unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) } != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Conn::over(stream, port)
     }
 
     /// Our (client-side) port: what the server shows as the client's port.

@@ -36,7 +36,7 @@ pub const AUTO_KEYS: &[&str] = &[
 ];
 
 /// Keys that may repeat (one line per vhost / child).
-pub const REPEATED_KEYS: &[&str] = &["Vhost", "Child", "Leaked"];
+pub const REPEATED_KEYS: &[&str] = &["Vhost", "Child", "Leaked", "LeakPath", "LeakClient"];
 
 /// A parsed `?auto` page.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +48,9 @@ pub struct StatusAuto {
     /// Values of `Child:` lines, in order.
     pub child_lines: Vec<String>,
     pub leaked_lines: Vec<String>,
+    /// Values of `LeakPath:` / `LeakClient:` lines (the leak report), in order.
+    pub leak_path_lines: Vec<String>,
+    pub leak_client_lines: Vec<String>,
     /// Keys that appeared more than once although they should not (format bug).
     pub duplicate_keys: Vec<String>,
     /// Lines that are not `Key: Value`.
@@ -78,6 +81,8 @@ impl StatusAuto {
                 "Vhost" => s.vhost_lines.push(v.to_string()),
                 "Child" => s.child_lines.push(v.to_string()),
                 "Leaked" => s.leaked_lines.push(v.to_string()),
+                "LeakPath" => s.leak_path_lines.push(v.to_string()),
+                "LeakClient" => s.leak_client_lines.push(v.to_string()),
                 _ => {
                     if s.kv.insert(k.to_string(), v.to_string()).is_some() {
                         s.duplicate_keys.push(k.to_string());
