@@ -364,6 +364,14 @@ mod tests {
         assert_eq!(HISTORY_BYTES, 40_384);
     }
 
+    /// The figures docs/leak-report.md and docs/directives.md give: a slot is 296 bytes, and
+    /// Debian's event defaults (4,160 slots, 48 child rows) make a 2,044,800-byte segment.
+    #[test]
+    fn the_documented_segment_size_for_debians_event_defaults() {
+        assert_eq!(std::mem::size_of::<Slot>(), 296);
+        assert_eq!(Layout::new(4_160, 48).total_size, 2_044_800);
+    }
+
     #[test]
     fn slot_stays_small() {
         // The table is sized per connection; keep a slot within a few cache lines.
