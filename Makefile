@@ -11,6 +11,8 @@
 #   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost,
 #                   the status page's size and time at 10,000 connections
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
+#   make screenshots  headless Chromium shots of /socket-status under demo load (~25 s), into
+#                   docs/screenshots/ (installs chromium when missing; not part of make test)
 #   make seed-replay  headline benchmark (~3 min): stuck handlers + crawlers, stock vs. the module
 #   make memcheck   Apache -X and a graceful restart under valgrind: module's memory errors/leaks
 #   make soak       SOAK_MINUTES (30) of traffic, restarts, kills, SIGSTOPs on every MPM, checked
@@ -57,7 +59,8 @@ SOCKET_GUARD_DEB := $(CURDIR)/$(DEB)
 export SOCKET_GUARD_DEB
 
 .PHONY: all build bootstrap test test-unit test-contrib test-integration run start stop demo \
-        install deb test-deb bench demo-rescue seed-replay memcheck soak fuzz clean fmt lint help
+        install deb test-deb bench demo-rescue screenshots seed-replay memcheck soak fuzz clean fmt \
+        lint help
 
 all: build
 
@@ -156,6 +159,11 @@ bench: build
 # The five kinds of CLOSE_WAIT socket on a real prefork server, end to end (needs root).
 demo-rescue: build
 	scripts/demo-rescue.py
+
+# Not part of `make test` (root or sudo installs chromium): docs/screenshots/README.md. PORT
+# only when given (the script takes 8080 if it is free, else a free port).
+screenshots: build
+	$(if $(filter command line environment,$(origin PORT)),PORT=$(PORT)) MPM=$(MPM) scripts/screenshots.sh
 
 # Not part of `make test`: three Apache servers under load, one after the other (DURATION=, RATE=).
 seed-replay: build

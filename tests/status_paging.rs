@@ -49,7 +49,9 @@ fn cells(row: &str) -> Vec<String> {
         .map(|c| {
             let c = &c[c.find('>').map_or(0, |i| i + 1)..];
             let c = c.split("</td>").next().unwrap_or("");
-            c.replace("<code>", "").replace("</code>", "")
+            c.replace("<code class=\"short\">", "")
+                .replace("<code>", "")
+                .replace("</code>", "")
         })
         .collect()
 }

@@ -23,7 +23,7 @@ tr.cw td{background:#fdd}tr.fc td{background:#fe9}tr.ab td{background:#fec}.hung
 .headline.cw{background:#fdd;border:2px solid #b00}.headline.ok{background:#dfd}\
 .verdict{font-size:1.1em;margin-top:0}.verdict.leak{color:#b00;font-weight:bold}\
 .verdict.churn{color:#850}.verdict.none{color:#070}\
-code{white-space:pre-wrap;word-break:break-all}\
+code{white-space:pre-wrap;word-break:break-all}code.short{white-space:pre}\
 form label{margin-right:1em}";
 
 /// The page for `q`: the tables of totals, vhosts and children are over every connection;
@@ -778,7 +778,7 @@ mod tests {
         assert!(fc.starts_with(" class=\"fc\">"), "{fc}");
         assert!(fc.contains("<td>force-closed (handler still running)</td>"));
         assert!(fc.contains("<td class=\"n\">-</td><td>-</td>"));
-        assert!(fc.contains("<code>/export/&lt;all&gt;&amp;&quot;csv&quot;</code>"));
+        assert!(fc.contains("<code class=\"short\">/export/&lt;all&gt;&amp;&quot;csv&quot;</code>"));
         assert!(!p.contains("<all>"));
         assert!(p.contains("tr.fc td{background:"));
         assert!(p.contains("<dt>Force-closed, handler still running: 1</dt>"));
@@ -786,6 +786,28 @@ mod tests {
         for r in &rows {
             assert_eq!(r.matches("<td").count(), 12, "{r}");
         }
+    }
+
+    #[test]
+    fn short_paths_are_kept_whole() {
+        // Seen at 1366 px: with every path breakable anywhere, the table squeezed the Path
+        // column first and /cgi-bin/slow wrapped in every row. Up to 20 characters (not
+        // bytes: the width is in characters) a path does not wrap; longer ones still may.
+        let page_with = |path: &str| {
+            let mut s = fixture::snapshot();
+            s.connections[0].path = path.to_string();
+            render_q(&s, "")
+        };
+        let twenty = "/cgi-bin/slow?abcdef";
+        assert!(page_with(twenty).contains(&format!("<code class=\"short\">{}</code>", e(twenty))));
+        let accented = "/caf\u{e9}/\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}";
+        assert_eq!(accented.chars().count(), 19);
+        assert!(page_with(accented).contains(&format!("<code class=\"short\">{accented}</code>")));
+        let long = "/cgi-bin/slow?abcdefg";
+        assert!(page_with(long).contains(&format!("<code>{}</code>", e(long))));
+        assert!(page().contains(
+            "code{white-space:pre-wrap;word-break:break-all}code.short{white-space:pre}"
+        ));
     }
 
     #[test]
@@ -808,7 +830,7 @@ mod tests {
             rows[2]
         );
         assert!(rows[2]
-            .contains("<td>GET</td><td><code>/cgi-bin/&lt;slow&gt;&amp;&quot;x&quot;</code></td>"));
+            .contains("<td>GET</td><td><code class=\"short\">/cgi-bin/&lt;slow&gt;&amp;&quot;x&quot;</code></td>"));
         assert!(rows[3].starts_with(" class=\"ab\">") && rows[3].contains("<td>keepalive</td>"));
         assert!(rows[3].contains("<td>-</td><td>2 s</td>"), "{}", rows[3]);
         assert!(rows[4].starts_with('>') && rows[4].contains("<td>handling</td>"));

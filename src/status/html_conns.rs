@@ -256,6 +256,23 @@ fn table(o: &mut String, rows: &[&ConnRow]) {
     o.push_str("</table>\n");
 }
 
+/// Paths of at most this many characters are never wrapped (see `path_cell`).
+const SHORT_PATH: usize = 20;
+
+/// The path in a `<code>`. A long path may wrap anywhere (the CSS's `break-all`), so one
+/// hostile path cannot widen the table past the window. But a column that can shrink to a
+/// single character is the one the browser squeezes first: at 1366 px, `/cgi-bin/slow`
+/// wrapped as `/cgi-bin/sl` `ow` in every row. A short path is kept whole (`short`: no
+/// wrap); 20 characters still leave the 12-column table narrower than a 1280 px window.
+pub(super) fn path_cell(path: &str) -> (String, bool) {
+    let class = if path.chars().count() <= SHORT_PATH {
+        " class=\"short\""
+    } else {
+        ""
+    };
+    txt(format!("<code{class}>{}</code>", e(path)))
+}
+
 fn conn_row(o: &mut String, c: &ConnRow) {
     let in_cw = c.close_wait_ms.map_or_else(|| "-".to_string(), ms_as_secs);
     // A force-closed row stays listed while its handler runs: it names the URL that leaks.
@@ -292,7 +309,7 @@ fn conn_row(o: &mut String, c: &ConnRow) {
             txt(abandoned),
             num(c.requests),
             txt(e(&c.method)),
-            txt(format!("<code>{}</code>", e(&c.path))),
+            path_cell(&c.path),
         ],
     );
 }

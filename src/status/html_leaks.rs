@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use super::escape::{html as e, ms_as_secs};
 use super::html::{num, row, table_head_id, txt};
+use super::html_conns;
 use super::model::{Count, HistoryPoint, Snapshot};
 use super::svg::{self, Series, Stack};
 use super::time::{ago, utc, utc_minute};
@@ -77,7 +78,7 @@ pub fn where_it_leaks(o: &mut String, s: &Snapshot) {
         let cells = [
             txt(e(vhost)),
             txt(e(&p.method)),
-            txt(format!("<code>{}</code>", e(&p.path))),
+            html_conns::path_cell(&p.path),
             num(count_cell(&p.count)),
             txt(seen_cell(s, &p.count)),
         ];
@@ -342,9 +343,9 @@ mod tests {
             .skip(2)
             .collect();
         assert_eq!(rows.len(), 3);
-        assert!(rows[0].contains("<td>POST</td><td><code>/export</code></td><td class=\"n\">9 (at least 5)</td><td>2023-11-14 22:03:20 UTC (10 min ago)</td>"), "{}", rows[0]);
+        assert!(rows[0].contains("<td>POST</td><td><code class=\"short\">/export</code></td><td class=\"n\">9 (at least 5)</td><td>2023-11-14 22:03:20 UTC (10 min ago)</td>"), "{}", rows[0]);
         assert!(rows[1].contains("<td>G&quot;ET&lt;</td><td><code>/&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;\n&quot;}</code></td><td class=\"n\">7</td>"), "{}", rows[1]);
-        assert!(rows[2].contains("<td>www.example.com:443</td><td>GET</td><td><code>/report</code></td><td class=\"n\">3</td><td>2023-11-14 22:13:17 UTC (3 s ago)</td>"));
+        assert!(rows[2].contains("<td>www.example.com:443</td><td>GET</td><td><code class=\"short\">/report</code></td><td class=\"n\">3</td><td>2023-11-14 22:13:17 UTC (3 s ago)</td>"));
         let clients: Vec<&str> = part(&p, "id=\"leak-clients\"", "</table>")
             .split("<tr")
             .skip(2)

@@ -195,6 +195,7 @@ pub fn html_table(page: &str, id: &str) -> Vec<Vec<String>> {
                 .skip(1)
                 .map(|cell| {
                     let inner = &cell[cell.find('>').unwrap() + 1..cell.find("</td>").unwrap()];
+                    let inner = inner.replace("<code class=\"short\">", "");
                     html_unescape(&inner.replace("<code>", "").replace("</code>", ""))
                 })
                 .collect()
