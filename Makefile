@@ -8,8 +8,14 @@
 #   make install    install the module with apxs and the Debian a2enmod files
 #   make deb        Debian package build/libapache2-mod-socket-guard_*.deb (docs/packaging.md)
 #   make test-deb   install that package, serve /socket-status from it, purge it (root; in make test)
-#   make bench      CPU per request with/without the module on 3 MPMs, the guard process's cost,
-#                   the status page's size and time at 10,000 connections
+#   make test-bench  unit tests of the bench report writer (benches/test_bench_report.py; in make test)
+#   make bench      issue 10's measures in one run (~10 min, root): CPU per request with/without
+#                   the module on 3 MPMs, instruction counts, one detection pass at 1k/10k/100k
+#                   idle connections, the status page at 10,000, shm per slot, Prometheus series;
+#                   build/bench/results.{md,svg} and docs/PERFORMANCE.md's summary (ROUNDS=,
+#                   REQUESTS=, IDLE=, PARTS=, UPDATE_DOCS=0: see benches/bench.py)
+#   make bench-extra  the older benches: cargo benches, CPU per request with/without/no child
+#                   thread, guard_process.py, status_page.py (docs/PERFORMANCE.md's history)
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
 #   make screenshots  headless Chromium shots of /socket-status under demo load (~25 s), into
 #                   docs/screenshots/ (installs chromium when missing; not part of make test)
@@ -58,9 +64,9 @@ DEB_INPUTS  := Cargo.toml Cargo.lock build.rs scripts/deb.sh \
 SOCKET_GUARD_DEB := $(CURDIR)/$(DEB)
 export SOCKET_GUARD_DEB
 
-.PHONY: all build bootstrap test test-unit test-contrib test-integration run start stop demo \
-        install deb test-deb bench demo-rescue screenshots seed-replay memcheck soak fuzz clean fmt \
-        lint help
+.PHONY: all build bootstrap test test-unit test-bench test-contrib test-integration run start stop \
+        demo install deb test-deb bench bench-extra valgrind demo-rescue screenshots seed-replay \
+        memcheck soak fuzz clean fmt lint help
 
 all: build
 
@@ -79,11 +85,16 @@ build: bootstrap
 
 test: build
 	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-bench
 	$(MAKE) --no-print-directory test-contrib
 	$(MAKE) --no-print-directory test-integration
 
 test-unit:
 	$(CARGO) test --release --lib
+
+# The pure part of make bench (table, SVG, the PERFORMANCE.md section): well under a second.
+test-bench:
+	python3 -m unittest discover -s benches -p 'test_*.py'
 
 # The alert rules and their promtool unit tests (docs/fleet.md). That the rules and the Grafana
 # dashboard name only metrics the module emits is tests/contrib_metrics.rs, an integration test.
@@ -143,16 +154,22 @@ install: build
 	    echo "and the <Location \"/socket-status\"> block from apache-conf/socket_guard.conf"; \
 	fi
 
-bench: build
+valgrind:
 	@command -v valgrind >/dev/null 2>&1 || { echo "bench: installing valgrind (instruction counts)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+
+# Not part of `make test`. Command-line variables (ROUNDS=5 ...) reach the scripts' environment.
+bench: build valgrind
+	benches/bench.py
+
+bench-extra: build valgrind
 	$(CARGO) bench --bench hooks
 	$(CARGO) bench --bench scan
 	$(CARGO) bench --bench latency
 	$(CARGO) bench --bench status_render
 	benches/instructions.sh
 	KEEPALIVE=1 benches/instructions.sh
-	benches/run.sh
+	VARIANTS="with without nothread" ROUNDS=3 benches/cpu_per_request.py
 	benches/guard_process.py
 	benches/status_page.py
 

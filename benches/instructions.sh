@@ -12,7 +12,8 @@
 # KEEPALIVE=1 measures the other path instead: all requests on one keep-alive connection
 # (ab -k), i.e. the per-request hooks only.
 #
-# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500), KEEPALIVE (0). Needs valgrind.
+# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500), KEEPALIVE (0), INSTR_RESULT (a file to
+# write "without=N with=N" to, for benches/bench.py). Needs valgrind.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -104,3 +105,6 @@ w=${per_conn[with]}
 printf '\nuser-space instructions per %s, callgrind:\n' "$WHAT"
 printf '  without module: %d\n  with module:    %d\n  added:          %d (%.1f%% of Apache'"'"'s user-space instructions)\n' \
     "$wo" "$w" "$((w - wo))" "$(awk -v a="$w" -v b="$wo" 'BEGIN { printf "%.1f", (a - b) * 100 / b }')"
+if [[ -n ${INSTR_RESULT:-} ]]; then
+    printf 'without=%d with=%d n1=%d n2=%d\n' "$wo" "$w" "$N1" "$N2" >"$INSTR_RESULT"
+fi

@@ -65,22 +65,15 @@ def note(msg):
 
 
 def settings():
-    cfg = {
-        "idle_conns": gp.env_int("IDLE_CONNS", 10000, 0, 30000),
-        "reps": gp.env_int("REPS", 7, 1, 50),
-        "open_batch": gp.env_int("OPEN_BATCH", 32, 1, 500),
-        "so": os.path.abspath(os.environ.get("SOCKET_GUARD_SO")
-                              or os.path.join(gp.ROOT, "build", "mod_socket_guard.so")),
-        "before_so": os.environ.get("BEFORE_SO", ""),
-        "apache2": os.environ.get("APACHE2", "/usr/sbin/apache2"),
-        "modules": os.environ.get("APACHE_MODULES_DIR", "/usr/lib/apache2/modules"),
-        "keep": os.environ.get("BENCH_KEEP", "0") == "1",
-        "keepalive_timeout": 600,
-    }
+    cfg = dict(gp.server_settings(),
+               idle_conns=gp.env_int("IDLE_CONNS", 10000, 0, 30000),
+               reps=gp.env_int("REPS", 7, 1, 50),
+               open_batch=gp.env_int("OPEN_BATCH", 32, 1, 500),
+               before_so=os.environ.get("BEFORE_SO", ""),
+               keepalive_timeout=600)
     cfg["slots"] = cfg["idle_conns"] + 2048
-    for key in ("so", "before_so"):
-        if cfg[key] and not os.path.exists(cfg[key]):
-            raise gp.BenchError(f"module {cfg[key]} not found")
+    if cfg["before_so"] and not os.path.exists(cfg["before_so"]):
+        raise gp.BenchError(f"module {cfg['before_so']} not found")
     if cfg["before_so"]:
         cfg["before_so"] = os.path.abspath(cfg["before_so"])
     if not os.access(cfg["apache2"], os.X_OK):
