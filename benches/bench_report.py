@@ -360,7 +360,8 @@ def bar(y, x, hi, b):
     tx = x(b["target"])
     parts.append(f'<line x1="{tx:.1f}" y1="{y + 1}" x2="{tx:.1f}" y2="{y + ROW_H - 1}" '
                  'stroke="#c0392b" stroke-width="2"/>')
-    parts.append(f'<text x="{max(vx, zero, tx) + 6:.1f}" y="{y + 15}">{escape(text)}</text>')
+    right = max(vx, zero, tx, x(b["hi"]) if b["hi"] is not None else zero)
+    parts.append(f'<text x="{right + 6:.1f}" y="{y + 15}">{escape(text)}</text>')
     return parts
 
 

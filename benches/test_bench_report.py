@@ -184,6 +184,12 @@ class SvgTest(unittest.TestCase):
         rect = ET.fromstring(next(p for p in parts if "<rect" in p))
         self.assertEqual((float(rect.get("x")), float(rect.get("width"))), (90.0, 10.0))
 
+    def test_the_value_is_written_right_of_bar_whisker_and_tick(self):
+        b = br.bar_of("cost", "l", 5.0, 1.0, "+5%", -20.0, 30.0)
+        parts = br.bar(0, lambda v: 100 + v, 50, b)
+        text = ET.fromstring(next(p for p in parts if p.startswith("<text") and "+5%" in p))
+        self.assertEqual(float(text.get("x")), 136.0)  # the whisker ends at 130
+
     def test_labels_are_escaped(self):
         rows = [br.row("m", "v", chart=br.bar_of("cost", "<script>&'\"", 1.0, 0.5, "<b>"))]
         texts = [e.text for e in self.parse(rows).iter(SVG_NS + "text")]
