@@ -278,8 +278,20 @@ impl Drop for TempDir {
 
 /// Picks a port that is free right now (bind 127.0.0.1:0 and release it).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    free_ports(1)[0]
+}
+
+/// Picks `n` distinct ports that are free right now. Every listener is held until all are
+/// picked: released one by one, the kernel may hand the same port out twice, and Apache
+/// refuses a config that listens twice on one port (seen: "Cannot define multiple Listeners
+/// on the same IP:port" with 35 ports).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn write_file(path: &Path, content: &[u8], mode: u32) {
@@ -411,7 +423,7 @@ fn nix_euid() -> u32 {
 /// Returns (exit success, stdout + stderr).
 pub fn apache_cmd(opts: &Opts, args: &[&str]) -> (bool, String) {
     let dir = TempDir::new("cfg");
-    let ports: Vec<u16> = (0..=opts.extra_ports).map(|_| free_port()).collect();
+    let ports = free_ports(opts.extra_ports + 1);
     let conf = prepare_dir(&dir.path, opts, &ports);
     let conf_path = dir.path.join("httpd.conf");
     write_file(&conf_path, conf.as_bytes(), 0o644);
@@ -489,7 +501,7 @@ impl Apache {
 
     fn try_start(opts: Opts) -> Result<Apache, (String, bool)> {
         let dir = TempDir::new(opts.mpm.name());
-        let ports: Vec<u16> = (0..=opts.extra_ports).map(|_| free_port()).collect();
+        let ports = free_ports(opts.extra_ports + 1);
         let conf = prepare_dir(&dir.path, &opts, &ports);
         let conf_path = dir.path.join("httpd.conf");
         write_file(&conf_path, conf.as_bytes(), 0o644);
