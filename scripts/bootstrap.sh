@@ -71,6 +71,8 @@ have_cmd gcc || need gcc
 have_cmd pkg-config || need pkg-config
 have_cmd timeout || need coreutils
 have_cmd runuser || need util-linux
+# make test-bench (the bench report's unit tests) and the bench, soak and demo scripts.
+have_cmd python3 || need python3
 # promtool (`make test-contrib` checks contrib/prometheus) ships only in Debian's prometheus
 # package, which also carries the server: see prometheus_stays_off below.
 have_cmd promtool || need prometheus
