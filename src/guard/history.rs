@@ -40,7 +40,8 @@ fn saturate(n: u64) -> u32 {
 
 /// Open connections as the status page counts them: held, past their claim, and not shut
 /// down by the guard or the rescue (those stay listed while their handler runs, but are not
-/// open).
+/// open). The rescue sets both flags; either one alone counts too, as the page's
+/// `display_state` reads them (a child can write any bits).
 fn open_connections(table: &SharedTable) -> u64 {
     let open = |slot: &&crate::table::layout::Slot| {
         slot.lease().state.is_open()
