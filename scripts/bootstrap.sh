@@ -58,6 +58,9 @@ have_file_glob /usr/lib/llvm-*/lib/clang/*/include/stddef.h /usr/lib/clang/*/inc
     need libclang-dev
 # make deb: dpkg-buildpackage, dh (dh_apache2 itself comes with apache2-dev), fakeroot.
 have_cmd dpkg-buildpackage || need dpkg-dev
+# dpkg-buildpackage refuses to build without the build-essential package itself (an implicit
+# build dependency), even when gcc and make are there; purging dpkg-dev removes it.
+dpkg -s build-essential >/dev/null 2>&1 || need build-essential
 have_cmd dh || need debhelper
 have_cmd fakeroot || need fakeroot
 have_cmd wrk || need wrk
