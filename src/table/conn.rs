@@ -66,8 +66,12 @@ impl SharedTable {
         slot.state_since_mono_ms.store(now_mono_ms, Relaxed);
         crash::point();
         let l = slot.lease();
-        if l.tag == handle.tag && l.pid == handle.pid && l.state.is_held() {
-            slot.swap_lease(l, l.with_state(state));
+        if l.tag == handle.tag
+            && l.pid == handle.pid
+            && l.state.is_held()
+            && slot.swap_lease(l, l.with_state(state))
+        {
+            self.note_transition(handle.index as usize, l.state, state);
         }
     }
 
@@ -77,17 +81,25 @@ impl SharedTable {
             return false;
         };
         self.end_close_wait(slot, handle.tag);
-        slot.end(slot.lease(), End::Closed)
+        let l = slot.lease();
+        // Cleared while the lease is still ours: once freed, a new claim may set it.
+        if l.state.in_flight() {
+            self.set_in_flight(handle.index as usize, false);
+        }
+        slot.end(l, End::Closed)
     }
 
     /// Frees every slot still held by `pid` (the child is exiting; atomics only: prefork runs
     /// this inside a signal handler). Returns how many.
     pub fn release_all_of(&self, pid: u32) -> u64 {
         let mut n = 0;
-        for slot in self.slots() {
+        for (i, slot) in self.slots().iter().enumerate() {
             let l = slot.lease();
             if l.pid == pid && l.state.is_held() {
                 self.end_close_wait(slot, l.tag);
+                if l.state.in_flight() {
+                    self.set_in_flight(i, false);
+                }
                 n += u64::from(slot.end(l, End::Closed));
             }
         }
@@ -99,7 +111,7 @@ impl SharedTable {
     /// lifetimes; half-finished endings are finished as what they were. Returns slots freed.
     pub fn reclaim_slots(&self, me: u32, mut alive: impl FnMut(u32) -> bool) -> u64 {
         let mut freed = 0;
-        for slot in self.slots() {
+        for (i, slot) in self.slots().iter().enumerate() {
             let l = slot.lease();
             if l.state == SlotState::Free || (l.pid != 0 && alive(l.pid)) {
                 continue;
@@ -112,6 +124,8 @@ impl SharedTable {
             let taken = Lease { pid: me, ..ending };
             if slot.swap_lease(l, taken) {
                 self.end_close_wait(slot, l.tag);
+                // Whatever its holder left (it may have died before clearing it).
+                self.set_in_flight(i, false);
                 freed += u64::from(slot.finish_ending(taken));
             }
         }

@@ -165,6 +165,13 @@ impl SharedTable {
     pub fn slots(&self) -> &[Slot] {
         self.part(self.layout.slots_offset, self.layout.nslots)
     }
+    /// The in-flight bitmap: bit `i % 64` of word `i / 64` for slot `i`.
+    pub fn inflight(&self) -> &[std::sync::atomic::AtomicU64] {
+        self.part(
+            self.layout.inflight_offset,
+            inflight_words(self.layout.nslots),
+        )
+    }
     /// The leak report of every vhost row (same index as `vhosts`).
     pub fn reports(&self) -> &[VhostReport] {
         self.part(self.layout.report_offset, MAX_VHOSTS)

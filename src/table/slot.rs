@@ -82,6 +82,16 @@ pub fn client_of(slot: &Slot) -> SocketAddr {
     load_addr(&slot.client_ip, &slot.client_port)
 }
 
+/// The connection's (local, client) addresses as the kernel names them (an IPv4 client of an
+/// IPv6 listener as IPv4): the key of a lookup and of the join with a dump.
+pub fn tuple_of(slot: &Slot) -> (SocketAddr, SocketAddr) {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    (
+        canonical(load_addr(&slot.local_ip, &slot.local_port)),
+        canonical(client_of(slot)),
+    )
+}
+
 impl Slot {
     /// Records the socket's identity at accept time (owner only, before publishing a state).
     pub fn set_socket(
