@@ -1,7 +1,7 @@
 //! Per-connection cost of the module's hot path, without Apache: everything the
 //! pre_connection, post_read_request, log_transaction and cleanup hooks do to the shared table
-//! (claim, socket identity via fstat on a real socket, fields, method/path, three state
-//! changes, release), timed over many iterations. `make bench` runs it next to the
+//! (claim, descriptor and addresses of a real socket, fields, method/path, three state changes,
+//! release), timed over many iterations. `make bench` runs it next to the
 //! with/without-Apache comparison, whose noise is far larger than this cost.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,9 +17,8 @@ fn one_connection(t: &SharedTable, fd: i32, hint: usize, client: &SocketAddr, lo
     // pre_connection
     let now = mono_ms();
     let h = t.claim(4242, hint, now).expect("free slot");
-    let inode = mod_socket_guard::sys::socket::inode(fd).unwrap_or(0);
     let slot = t.owned(h).unwrap();
-    slot.set_socket(fd, inode, client, local, 0);
+    slot.set_socket(fd, client, local, 0);
     t.vhost(0).unwrap().accepted.fetch_add(1, Relaxed);
     t.set_state(h, SlotState::Reading, now);
     // post_read_request

@@ -8,7 +8,7 @@
 //!   followed by `guard::scan::apply` on a shared table.
 //!
 //! Real sockets on 127.0.0.1 (clients from 127.0.0.2, .3, … : 25,000 per source address, as
-//! one address has about 28,000 ephemeral ports):
+//! one address has about 28,000 ephemeral ports; `holder`):
 //! - (c) baseline: no connection on the server's port;
 //! - (a) 2,500 / 5,000 / 10,000 healthy (ESTABLISHED, idle keep-alive) connections on the port
 //!   (`SCAN_HEALTHY=1000,10000,100000` for other steps), each server-side socket registered
@@ -28,16 +28,13 @@
 //! Targets (issue 10): a lookup scan ≤ 100 µs at 100,000 idle connections, and at most one
 //! kernel round trip per connection in flight.
 //!
-//! The server ends are held here (RLIMIT_NOFILE is raised as far as the hard limit allows: as
-//! root, as far as needed); the client ends of the healthy connections are held by a forked
-//! helper process. At the end all sockets are reset (SO_LINGER 0) rather than closed, so no
-//! TIME_WAIT is left behind to slow down the next run: the kernel's dump walks every TCP
-//! socket of the host, TIME_WAIT included.
+//! Both ends of the healthy connections are held by forked helper processes, 9,000 each
+//! (`holder`); the bench holds the CLOSE_WAIT sockets. At the end all sockets are reset
+//! (SO_LINGER 0) rather than closed, so no TIME_WAIT is left behind to slow down the next
+//! run: the kernel's dump walks every TCP socket of the host, TIME_WAIT included.
 
-use std::fs::File;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mod_socket_guard::clock::mono_ms;
@@ -48,12 +45,14 @@ use mod_socket_guard::kernel::{
 use mod_socket_guard::table::state::SlotState;
 use mod_socket_guard::table::{HeapTable, SharedTable, SlotHandle};
 
+#[path = "scan/holder.rs"]
+mod holder;
+use holder::{linger0, Holder, PER_HOLDER};
+
 const HEALTHY_STEPS: [usize; 3] = [2_500, 5_000, 10_000];
 const CLOSE_WAIT: usize = 1_000;
 /// Connections in flight for the lookup scan's extra rows.
 const IN_FLIGHT: [usize; 2] = [10, 100];
-/// Client connections per source address (127.0.0.2, .3, …).
-const PER_SOURCE: usize = 25_000;
 const SCANS: usize = 200;
 /// /proc/net/tcp takes tens of ms per read with 20,000 sockets: fewer rounds for it.
 const PROC_SCANS: usize = 40;
@@ -89,179 +88,45 @@ fn raise_nofile(want: u64) -> u64 {
     rl.rlim_cur
 }
 
-/// Makes the next close() send a RST and skip TIME_WAIT.
-fn linger0(fd: RawFd) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads size_of::<linger>() bytes from `l`.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as u32,
-        );
-    }
-}
-
-fn sockaddr_in(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// Connection number `n` to 127.0.0.1:`port`, from 127.0.0.(2 + n / PER_SOURCE): one source
-/// address has about 28,000 ephemeral ports.
-fn connect_from(n: usize, port: u16) -> std::io::Result<TcpStream> {
-    let src = sockaddr_in(
-        std::net::Ipv4Addr::new(127, 0, 0, 2 + (n / PER_SOURCE) as u8),
-        0,
-    );
-    let dst = sockaddr_in(std::net::Ipv4Addr::LOCALHOST, port);
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: a fresh socket owned by the returned stream (closed on every error path);
-    // bind and connect read `len` bytes of our sockaddr_in values.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let s = TcpStream::from_raw_fd(fd);
-        let as_sa = |a: &libc::sockaddr_in| a as *const _ as *const libc::sockaddr;
-        if libc::bind(fd, as_sa(&src), len) != 0 || libc::connect(fd, as_sa(&dst), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(s)
-    }
-}
-
-/// A forked process that holds the client ends of the healthy connections: it connects as
-/// many more as each u32 read from its command pipe says, and resets them all at EOF.
-struct ClientHolder {
-    pid: libc::pid_t,
-    cmd: Option<File>,
-}
-
-impl ClientHolder {
-    fn start(port: u16) -> ClientHolder {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fresh descriptors into `fds`.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
-            0,
-            "pipe2"
-        );
-        // SAFETY: the bench is single-threaded here; the child only uses std networking and
-        // exits with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-        if pid == 0 {
-            // SAFETY: fds[1] is ours to close; prctl only sets this process's death signal.
-            unsafe {
-                libc::close(fds[1]);
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-            }
-            // SAFETY: fds[0] is the pipe's read end, owned by this process alone now.
-            let mut cmd = unsafe { File::from_raw_fd(fds[0]) };
-            let mut held = Vec::new();
-            let mut n = [0u8; 4];
-            while cmd.read_exact(&mut n).is_ok() {
-                for _ in 0..u32::from_ne_bytes(n) {
-                    match connect_from(held.len(), port) {
-                        Ok(c) => held.push(c),
-                        Err(e) => {
-                            eprintln!("client holder: connect: {e}");
-                            // SAFETY: leaving the forked child without running destructors.
-                            unsafe { libc::_exit(1) };
-                        }
-                    }
-                }
-            }
-            for c in &held {
-                linger0(c.as_raw_fd());
-            }
-            drop(held);
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) };
-        }
-        // SAFETY: fds[0] belongs to the child now; fds[1] is our write end.
-        unsafe { libc::close(fds[0]) };
-        ClientHolder {
-            pid,
-            cmd: Some(unsafe { File::from_raw_fd(fds[1]) }),
-        }
-    }
-
-    fn connect(&mut self, n: usize) {
-        let cmd = self.cmd.as_mut().unwrap();
-        cmd.write_all(&(n as u32).to_ne_bytes()).unwrap();
-        cmd.flush().unwrap();
-    }
-
-    /// Resets the client ends and waits for the holder to exit.
-    fn stop(&mut self) {
-        drop(self.cmd.take());
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-    }
-}
-
-impl Drop for ClientHolder {
-    fn drop(&mut self) {
-        if self.cmd.is_some() {
-            // SAFETY: our own child.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            self.stop();
-        }
-    }
-}
-
-/// Registers the accepted socket in a slot as pre_connection does (real fd, inode, addresses),
-/// then moves it to keepalive as an idle connection between requests.
-fn register(t: &SharedTable, server: &TcpStream, hint: usize) -> SlotHandle {
+/// Registers a server-side socket in a slot as pre_connection does (descriptor, addresses;
+/// `fd` -1 when a helper holds it: a lookup needs only the addresses), then moves it to
+/// keepalive as an idle connection between requests.
+fn register(
+    t: &SharedTable,
+    fd: RawFd,
+    local: SocketAddr,
+    peer: SocketAddr,
+    hint: usize,
+) -> SlotHandle {
     let now = mono_ms();
     let h = t.claim(std::process::id(), hint, now).expect("free slot");
-    let fd = server.as_raw_fd();
-    let inode = mod_socket_guard::sys::socket::inode(fd).expect("socket inode");
-    let client: SocketAddr = server.peer_addr().unwrap();
-    let local: SocketAddr = server.local_addr().unwrap();
-    t.owned(h)
-        .unwrap()
-        .set_socket(fd, inode, &client, &local, 0);
+    t.owned(h).unwrap().set_socket(fd, &peer, &local, 0);
     t.set_state(h, SlotState::Keepalive, now);
     h
 }
 
-/// `n` more healthy connections: clients in the holder, server ends accepted and registered.
+/// `n` more healthy connections (numbered from `opened`), held by helpers (a new one when
+/// the last is full), each registered in a slot.
 fn healthy(
     t: &SharedTable,
     listener: &TcpListener,
-    holder: &mut ClientHolder,
-    n: usize,
+    holders: &mut Vec<Holder>,
+    (opened, n): (usize, usize),
     hint: &mut usize,
-    out: &mut Vec<(TcpStream, SlotHandle)>,
+    out: &mut Vec<SlotHandle>,
 ) {
-    holder.connect(n);
-    for _ in 0..n {
-        let (s, _) = listener.accept().unwrap();
-        let h = register(t, &s, *hint);
-        *hint += 1;
-        out.push((s, h));
+    let mut done = 0;
+    while done < n {
+        if holders.last().is_none_or(|h| h.held == PER_HOLDER) {
+            holders.push(Holder::start(listener));
+        }
+        let h = holders.last_mut().unwrap();
+        let count = (n - done).min(PER_HOLDER - h.held);
+        for (local, peer) in h.connect(opened + done, count) {
+            out.push(register(t, -1, local, peer, *hint));
+            *hint += 1;
+        }
+        done += count;
     }
 }
 
@@ -279,7 +144,8 @@ fn close_wait(
             let c = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
             let (s, _) = listener.accept().unwrap();
             if let Some(t) = t {
-                register(t, &s, *hint);
+                let (local, peer) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+                register(t, s.as_raw_fd(), local, peer, *hint);
                 *hint += 1;
             }
             drop(c);
@@ -675,39 +541,34 @@ fn healthy_steps() -> Vec<usize> {
     }
 }
 
-/// The healthy-connection steps and the CLOSE_WAIT count, scaled down (and said so) if even
-/// the server ends do not fit in RLIMIT_NOFILE.
-fn scaled_counts() -> (Vec<usize>, usize) {
-    let wanted = healthy_steps();
-    let max_healthy = *wanted.last().expect("a step");
-    let fds = raise_nofile((max_healthy + 2 * CLOSE_WAIT + 256) as u64) as usize;
-    let scale = (fds.saturating_sub(256) as f64 / (max_healthy + 2 * CLOSE_WAIT) as f64).min(1.0);
-    let steps: Vec<usize> = wanted
-        .iter()
-        .map(|n| (*n as f64 * scale) as usize)
-        .collect();
-    if scale < 1.0 {
-        eprintln!("scan bench: RLIMIT_NOFILE is {fds}: connection counts scaled by {scale:.2}");
+/// The healthy-connection steps, and the CLOSE_WAIT count: the bench holds those sockets
+/// itself (the healthy ones are in helpers), scaled down, and said so, if RLIMIT_NOFILE is
+/// too small for them.
+fn counts() -> (Vec<usize>, usize) {
+    let fds = raise_nofile((3 * CLOSE_WAIT + 512) as u64) as usize;
+    let cw = CLOSE_WAIT.min(fds.saturating_sub(512) / 3);
+    if cw < CLOSE_WAIT {
+        eprintln!("scan bench: RLIMIT_NOFILE is {fds}: {cw} CLOSE_WAIT sockets, not {CLOSE_WAIT}");
     }
-    (steps, (CLOSE_WAIT as f64 * scale) as usize)
+    (healthy_steps(), cw)
 }
 
 /// Times the lookup scan with `k` of the healthy connections in flight (handling a request).
-fn measure_in_flight(bench: &mut Bench, servers: &[(TcpStream, SlotHandle)], n: usize) {
+fn measure_in_flight(bench: &mut Bench, servers: &[SlotHandle], n: usize) {
     for k in std::iter::once(0).chain(IN_FLIGHT).filter(|&k| k <= n) {
-        for (_, h) in &servers[..k] {
+        for h in &servers[..k] {
             bench.table.set_state(*h, SlotState::Handling, mono_ms());
         }
         let name = format!("(a) {n} healthy, {k} in flight");
         bench.measure(&name, n, Source::Lookups, 0);
-        for (_, h) in &servers[..k] {
+        for h in &servers[..k] {
             bench.table.set_state(*h, SlotState::Keepalive, mono_ms());
         }
     }
 }
 
 fn main() {
-    let (steps, cw_n) = scaled_counts();
+    let (steps, cw_n) = counts();
     let max_healthy = *steps.last().unwrap();
 
     let heap = HeapTable::new(max_healthy + 2 * cw_n + 1_000, 64, mono_ms());
@@ -719,7 +580,7 @@ fn main() {
     let other_port = other.local_addr().unwrap().port();
     // What the lookups may ask about: the server's port only.
     table.set_listeners(&[(port, false)]);
-    let mut holder = ClientHolder::start(port);
+    let mut holders = Vec::new();
     let mut bench = Bench {
         scanner: scan::Scanner::default(),
         table,
@@ -743,8 +604,8 @@ fn main() {
         healthy(
             &bench.table,
             &listener,
-            &mut holder,
-            n - opened,
+            &mut holders,
+            (opened, n - opened),
             &mut hint,
             &mut servers,
         );
@@ -793,7 +654,9 @@ fn main() {
     print_summary(&bench, &steps, opened);
 
     reset_all(stuck);
-    holder.stop();
+    for h in &mut holders {
+        h.stop();
+    }
     drop(servers);
     drop(bench);
     drop(heap);

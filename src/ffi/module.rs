@@ -91,6 +91,22 @@ pub fn module_ptr() -> *const b::module {
     addr_of!(socket_guard_module)
 }
 
+/// This module's entry of a config vector: what `ap_get_module_config` returns, read the way
+/// httpd's own macro of that name does (one index, no call: this runs in every per-request
+/// hook). Null before Apache has given the module an index.
+///
+/// # Safety
+/// `vector` must be a config vector Apache built (a server's `module_config`, a connection's
+/// `conn_config`), which holds one entry per loaded module.
+#[inline]
+pub unsafe fn config_entry(vector: *mut b::ap_conf_vector_t) -> *mut std::ffi::c_void {
+    match module_index() {
+        i if i < 0 => std::ptr::null_mut(),
+        // SAFETY: per the contract, the vector has an entry at every loaded module's index.
+        i => unsafe { *(vector as *mut *mut std::ffi::c_void).add(i as usize) },
+    }
+}
+
 /// The index Apache assigned to this module (used for per-module LogLevel and config vectors).
 pub fn module_index() -> i32 {
     // SAFETY: a plain read of an int Apache wrote once while loading the module, before any

@@ -139,7 +139,6 @@ fn whole_connection(t: &SharedTable) {
     let slot = t.owned(h).unwrap();
     slot.set_socket(
         5,
-        42,
         &"10.0.0.1:1".parse().unwrap(),
         &"10.0.0.2:80".parse().unwrap(),
         0,

@@ -105,7 +105,9 @@ impl HeapTable {
         let h = t.claim(pid, 0, 0).expect("a free slot");
         let s = t.owned(h).expect("just claimed");
         let (local, client) = Self::stuck_tuple(inode);
-        s.set_socket(7, inode, &client, &local, vhost);
+        s.set_socket(7, &client, &local, vhost);
+        // What the scan records with the mark: the kernel's inode for the tuple.
+        s.inode.store(inode, std::sync::atomic::Ordering::Relaxed);
         s.write_text(b"GET", b"/slow");
         t.set_state(h, super::state::SlotState::Handling, 0);
         t.mark_close_wait(s, h.tag, since);

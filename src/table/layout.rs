@@ -315,6 +315,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    #[inline(always)]
     pub fn new(nslots: usize, nchildren: usize) -> Layout {
         let vhosts_offset = align64(std::mem::size_of::<Header>());
         let children_offset = align64(vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>());

@@ -101,7 +101,7 @@ fn server(heap: &HeapTable, idle: usize, busy: usize) -> Vec<crate::table::SlotH
         .map(|i| {
             let h = t.claim(7, i, 1).unwrap();
             let (local, client) = HeapTable::stuck_tuple(i as u64);
-            t.owned(h).unwrap().set_socket(7, 0, &client, &local, 0);
+            t.owned(h).unwrap().set_socket(7, &client, &local, 0);
             let state = if i < idle {
                 SlotState::Keepalive
             } else {
@@ -162,7 +162,7 @@ fn a_hung_childs_connections_are_all_looked_up_and_other_ports_never() {
     let h = t.claim(8, 10, 1).unwrap();
     let other = "10.0.0.2:8443".parse().unwrap();
     let client = "10.0.0.1:7".parse().unwrap();
-    t.owned(h).unwrap().set_socket(9, 0, &client, &other, 0);
+    t.owned(h).unwrap().set_socket(9, &client, &other, 0);
     t.set_state(h, SlotState::Handling, 1);
     let s = Scanner::default();
     let count = |hung: &[u32]| {
