@@ -150,7 +150,7 @@ impl Scanner {
         hung: &HashSet<u32>,
     ) -> Vec<Candidate> {
         let slots = table.slots();
-        let mut wanted = table.in_flight_slots();
+        let mut wanted = table.sweep_in_flight();
         wanted.extend(self.watch.iter().map(|&(i, _)| i));
         if !hung.is_empty() {
             let of_hung = |(_, s): &(usize, &Slot)| hung.contains(&s.lease().pid);

@@ -82,7 +82,7 @@ impl SharedTable {
         crash::point();
         // Only the holder changes a held lease's state; the swap fails if a reclaimer took it.
         if slot.swap_lease(l, l.with_state(state)) {
-            self.note_transition(handle.index as usize, l.state, state);
+            self.note_transition(handle.index as usize, state);
         }
     }
 
@@ -96,10 +96,7 @@ impl SharedTable {
             return false;
         }
         self.end_close_wait(slot, handle.tag);
-        // Cleared while the lease is still ours: once freed, a new claim may set it.
-        if l.state.in_flight() {
-            self.set_in_flight(handle.index as usize, false);
-        }
+        // The in-flight bit, if set, is left to the scanner's sweep.
         slot.end(l, End::Closed)
     }
 
@@ -107,13 +104,10 @@ impl SharedTable {
     /// this inside a signal handler). Returns how many.
     pub fn release_all_of(&self, pid: u32) -> u64 {
         let mut n = 0;
-        for (i, slot) in self.slots().iter().enumerate() {
+        for slot in self.slots() {
             let l = slot.lease();
             if l.pid == pid && l.state.is_held() {
                 self.end_close_wait(slot, l.tag);
-                if l.state.in_flight() {
-                    self.set_in_flight(i, false);
-                }
                 n += u64::from(slot.end(l, End::Closed));
             }
         }
@@ -125,7 +119,7 @@ impl SharedTable {
     /// lifetimes; half-finished endings are finished as what they were. Returns slots freed.
     pub fn reclaim_slots(&self, me: u32, mut alive: impl FnMut(u32) -> bool) -> u64 {
         let mut freed = 0;
-        for (i, slot) in self.slots().iter().enumerate() {
+        for slot in self.slots() {
             let l = slot.lease();
             if l.state == SlotState::Free || (l.pid != 0 && alive(l.pid)) {
                 continue;
@@ -138,8 +132,6 @@ impl SharedTable {
             let taken = Lease { pid: me, ..ending };
             if slot.swap_lease(l, taken) {
                 self.end_close_wait(slot, l.tag);
-                // Whatever its holder left (it may have died before clearing it).
-                self.set_in_flight(i, false);
                 freed += u64::from(slot.finish_ending(taken));
             }
         }

@@ -24,7 +24,7 @@ const LIVE: u32 = 555;
 
 /// The table is healed: checks every invariant the protocols promise after a reclaim pass.
 fn assert_healed(t: &SharedTable, dead: &HashSet<u32>, before: &Totals, what: &str) {
-    let in_flight = t.in_flight_slots();
+    let in_flight = t.flagged_in_flight();
     for (i, slot) in t.slots().iter().enumerate() {
         let l = slot.lease();
         assert!(
