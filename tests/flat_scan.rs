@@ -58,6 +58,31 @@ fn sample_scans(server: &CgiServer, n: usize) -> Vec<(u64, u64, u64)> {
     out
 }
 
+/// A connection from `src` (any port) to `dst`:`port`.
+fn connect_from(src: [u8; 4], dst: [u8; 4], port: u16) -> std::net::TcpStream {
+    let sa = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let (from, to) = (sa(src, 0), sa(dst, port));
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket owned by the returned stream; bind and connect read `len` bytes
+    // of our sockaddr_in values.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let p = |a: &libc::sockaddr_in| a as *const _ as *const libc::sockaddr;
+        assert_eq!(libc::bind(fd, p(&from), len), 0, "bind {src:?}");
+        assert_eq!(libc::connect(fd, p(&to), len), 0, "connect {dst:?}:{port}");
+        s
+    }
+}
+
 fn open_idle(server: &CgiServer) -> Vec<Conn> {
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE / BATCH {
@@ -135,4 +160,65 @@ fn thousands_of_idle_connections_cost_no_lookups_event() {
     // The idle connections were left alone.
     assert!(s.num("OpenKeepalive") >= IDLE as u64, "{}", s.raw);
     assert_eq!(idle.len(), IDLE);
+}
+
+/// The port's listener only (`Listen PORT`: every address, IPv6 with v4-mapped clients where
+/// the host has IPv6) and a client from 127.0.0.2 to 127.0.0.3: the slot's local address is
+/// the one Apache asked the accepted socket for, and the lookup of that exact tuple finds the
+/// stuck connection (no full dump in between).
+#[test]
+fn a_wildcard_listener_s_stuck_connection_is_found_by_lookup_event() {
+    let port = common::free_port();
+    let opts = opts_with_cgi(Mpm::Event, 8).global(&format!(
+        "SocketGuardFullScanInterval 60s\nListen {port}\n<VirtualHost *:{port}>\n    \
+         ServerName any.test\n    SocketGuardAutoClose On\n    SocketGuardCloseWaitTimeout 1s\n\
+         </VirtualHost>\n"
+    ));
+    let server = start_with_cgi(opts);
+    let mut c = connect_from([127, 0, 0, 2], [127, 0, 0, 3], port);
+    let client_port = c.local_addr().unwrap().port();
+    use std::io::Write;
+    c.write_all(b"GET /cgi-bin/slow?SLEEP=30 HTTP/1.1\r\nHost: any.test\r\n\r\n")
+        .unwrap();
+    wait_rows(
+        &server,
+        &[(client_port, port)],
+        Duration::from_secs(10),
+        "the slow CGI request being handled",
+        handling_slow,
+    );
+    let full_before = server.status_auto().num("FullScans");
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let t0 = Instant::now();
+    let limit = TIMEOUT + 2 * SCAN_INTERVAL + TOLERANCE;
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        use std::io::Read;
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{e}: the connection was reset, not closed"),
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "not closed within {limit:?}:\n{}\n{}",
+            server.status_auto().raw,
+            server.error_log_tail(20)
+        );
+    }
+    let s = server.status_auto();
+    assert_eq!(s.num("ForceClosedGuard"), 1, "{}", s.raw);
+    assert_eq!(
+        s.num("FullScans"),
+        full_before,
+        "found by a full dump: {}",
+        s.raw
+    );
 }
