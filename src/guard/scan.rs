@@ -141,7 +141,8 @@ impl Scanner {
 
     /// The connections to look up this scan, on our `ports`: those in flight, those watched,
     /// and every connection of a `hung` child (its guard cannot act; the rescue may).
-    /// Reads one bit per slot, plus the slots it names; the table is walked only while a
+    /// Reads one bit per slot, plus the slots it names (clearing the bits of those no longer
+    /// in flight: the scanner's half of `table::inflight`); the table is walked only while a
     /// child is hung.
     pub fn candidates(
         &self,
