@@ -45,7 +45,6 @@ fn table() -> HeapTable {
         );
         s.set_socket(
             7,
-            1 + i as u64,
             &client.parse().unwrap(),
             &"10.0.0.1:80".parse().unwrap(),
             vhosts[i % 2],

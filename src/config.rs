@@ -49,6 +49,11 @@ pub const MIN_CLOSE_WAIT_TIMEOUT_MS: u64 = 100;
 pub const DEFAULT_SCAN_INTERVAL_MS: u64 = 1_000;
 pub const MIN_SCAN_INTERVAL_MS: u64 = 10;
 pub const MAX_SCAN_INTERVAL_MS: u64 = 60_000;
+/// A full dump of our ports (what exact lookups cannot name: leaked, backlog, untracked)
+/// every this many scan intervals by default, but at least this often:
+pub const FULL_SCAN_INTERVALS: u64 = 5;
+pub const MIN_DEFAULT_FULL_SCAN_INTERVAL_MS: u64 = 1_000;
+pub const MAX_FULL_SCAN_INTERVAL_MS: u64 = 3_600_000;
 pub const DEFAULT_RESCUE: bool = true;
 pub const DEFAULT_HUNG_CHILD_TIMEOUT_MS: u64 = 10_000;
 /// A hung-child timeout shorter than this would flag healthy children between two scans.
@@ -71,6 +76,8 @@ pub struct ServerConfig {
     pub auto_close: Option<AutoClose>,
     pub close_wait_timeout_ms: Option<u64>,
     pub scan_interval_ms: Option<u64>,
+    /// SocketGuardFullScanInterval (server config only).
+    pub full_scan_interval_ms: Option<u64>,
     pub slots: Option<u64>,
     pub rescue: Option<bool>,
     pub hung_child_timeout_ms: Option<u64>,
@@ -89,6 +96,7 @@ impl ServerConfig {
             auto_close: add.auto_close.or(base.auto_close),
             close_wait_timeout_ms: add.close_wait_timeout_ms.or(base.close_wait_timeout_ms),
             scan_interval_ms: add.scan_interval_ms.or(base.scan_interval_ms),
+            full_scan_interval_ms: add.full_scan_interval_ms.or(base.full_scan_interval_ms),
             slots: add.slots.or(base.slots),
             rescue: add.rescue.or(base.rescue),
             hung_child_timeout_ms: add.hung_child_timeout_ms.or(base.hung_child_timeout_ms),
@@ -107,6 +115,14 @@ impl ServerConfig {
     }
     pub fn scan_interval_ms(&self) -> u64 {
         self.scan_interval_ms.unwrap_or(DEFAULT_SCAN_INTERVAL_MS)
+    }
+    /// Unset: five scan intervals, at least 1 s (the leaked and backlog timings of the
+    /// acceptance tests, at a 200 ms interval, hold with a full dump every second).
+    pub fn full_scan_interval_ms(&self) -> u64 {
+        self.full_scan_interval_ms.unwrap_or(
+            (FULL_SCAN_INTERVALS * self.scan_interval_ms())
+                .clamp(MIN_DEFAULT_FULL_SCAN_INTERVAL_MS, MAX_FULL_SCAN_INTERVAL_MS),
+        )
     }
     pub fn rescue(&self) -> bool {
         self.rescue.unwrap_or(DEFAULT_RESCUE)
@@ -245,6 +261,15 @@ pub fn parse_scan_interval(value: &str) -> Result<u64, String> {
     )
 }
 
+pub fn parse_full_scan_interval(value: &str) -> Result<u64, String> {
+    parse_bounded_duration(
+        "SocketGuardFullScanInterval",
+        value,
+        MIN_SCAN_INTERVAL_MS,
+        MAX_FULL_SCAN_INTERVAL_MS,
+    )
+}
+
 pub fn parse_hung_child_timeout(value: &str) -> Result<u64, String> {
     parse_bounded_duration(
         "SocketGuardHungChildTimeout",
@@ -371,6 +396,37 @@ mod tests {
         assert!(parse_scan_interval("61s")
             .unwrap_err()
             .contains("SocketGuardScanInterval"));
+    }
+
+    #[test]
+    fn full_scan_interval_bounds_and_default() {
+        assert_eq!(parse_full_scan_interval("10ms"), Ok(10));
+        assert_eq!(parse_full_scan_interval("60m"), Ok(3_600_000));
+        assert_eq!(parse_full_scan_interval("30"), Ok(30_000));
+        let e = parse_full_scan_interval("61m").unwrap_err();
+        assert_eq!(
+            e,
+            "SocketGuardFullScanInterval: '61m' is out of range; expected a duration such as \
+             500ms, 5s, 2m, or a bare number of seconds, from 10ms to 1h"
+                .replace("1h", "60m")
+        );
+        let e = parse_full_scan_interval("often").unwrap_err();
+        assert!(
+            e.starts_with("SocketGuardFullScanInterval: invalid value 'often'; expected"),
+            "{e}"
+        );
+        assert!(parse_full_scan_interval("9ms").is_err());
+        // Unset: five scan intervals, at least 1 s, at most the maximum.
+        let mut c = ServerConfig::default();
+        assert_eq!(c.full_scan_interval_ms(), 5_000);
+        c.scan_interval_ms = Some(200);
+        assert_eq!(c.full_scan_interval_ms(), 1_000);
+        c.scan_interval_ms = Some(60_000);
+        assert_eq!(c.full_scan_interval_ms(), 300_000);
+        c.full_scan_interval_ms = Some(250);
+        assert_eq!(c.full_scan_interval_ms(), 250, "set: as set");
+        let vhost = ServerConfig::default();
+        assert_eq!(ServerConfig::merge(&c, &vhost).full_scan_interval_ms(), 250);
     }
 
     #[test]

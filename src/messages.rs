@@ -26,7 +26,9 @@ pub const GUARD_UNAVAILABLE: MsgId = MsgId("SG0008");
 pub const TABLE_REPLACED: MsgId = MsgId("SG0009");
 /// No free child row: this child's guard does not check in (shown as unknown).
 pub const CHILD_TABLE_FULL: MsgId = MsgId("SG0010");
-/// The socket's identity (inode) could not be read at accept.
+/// Retired: the socket's identity (inode) is no longer read at accept but taken from the
+/// kernel when the scan first sees the socket in CLOSE_WAIT. Kept so the id is never reused.
+#[cfg(test)]
 pub const SOCKET_IDENTITY: MsgId = MsgId("SG0011");
 /// More distinct servers than vhost rows: the rest share the last row.
 pub const VHOSTS_FULL: MsgId = MsgId("SG0012");

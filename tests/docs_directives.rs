@@ -277,6 +277,7 @@ fn shown_default(name: &str, doc: &str, auto: &StatusAuto) -> Option<(String, St
         "SocketGuardCloseWaitTimeout" => (main.get("TimeoutMs")?.to_string(), ms()),
         "SocketGuardAbandonedTimeout" => (main.get("AbandonedTimeoutMs")?.to_string(), ms()),
         "SocketGuardScanInterval" => (auto.get("ScanIntervalMs")?.to_string(), ms()),
+        "SocketGuardFullScanInterval" => (auto.get("FullScanIntervalMs")?.to_string(), ms()),
         "SocketGuardGracefulDeadline" => (auto.get("GracefulDeadlineMs")?.to_string(), ms()),
         "SocketGuardRescue" => (auto.get("Rescue")?.to_string(), doc.to_string()),
         // Not on the status page: its default is checked by src/config.rs's unit tests.

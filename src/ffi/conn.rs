@@ -4,14 +4,43 @@ use std::ffi::{c_void, CStr};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::bindings as b;
-use super::module::module_ptr;
+use super::module::{config_entry, module_ptr};
 use crate::table::SlotHandle;
 
-/// What this module remembers about a tracked connection; lives in the connection's pool.
-#[derive(Clone, Copy)]
-#[repr(C)]
+/// What this module remembers about a tracked connection: its slot handle, packed into the
+/// pointer-sized word Apache keeps for us in the connection's config vector and hands to the
+/// pool cleanup, so nothing is allocated per connection. The word is never dereferenced. The
+/// pid is not stored: a connection's hooks run in the process that claimed its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnTrack {
     pub handle: SlotHandle,
+}
+
+/// Marks a word as ours (Apache zero-initialises the config vector: 0 is untracked).
+const TRACKED: usize = 1 << 63;
+const _: () = assert!(
+    usize::BITS == 64,
+    "ConnTrack packs a handle into a 64-bit word"
+);
+
+impl ConnTrack {
+    /// The word: TRACKED | tag << 32 | slot index.
+    pub fn to_word(self) -> *mut c_void {
+        let h = self.handle;
+        (TRACKED | (h.tag as usize) << 32 | h.index as usize) as *mut c_void
+    }
+
+    /// The handle of a word `to_word` made, for this process; None for any other word.
+    pub fn from_word(word: *const c_void) -> Option<ConnTrack> {
+        let w = word as usize;
+        (w & TRACKED != 0).then(|| ConnTrack {
+            handle: SlotHandle {
+                index: w as u32,
+                tag: (w >> 32) as u32 & crate::table::lease::TAG_MASK,
+                pid: crate::runtime::pid(),
+            },
+        })
+    }
 }
 
 /// The tracking record of connection `c`, if it is tracked.
@@ -20,33 +49,25 @@ pub struct ConnTrack {
 /// `c` must be a live conn_rec.
 pub unsafe fn track_of(c: *const b::conn_rec) -> Option<ConnTrack> {
     // SAFETY: per the contract; conn_config is zero-initialised by Apache, so an untracked
-    // connection yields null, and a non-null entry is a ConnTrack we stored.
+    // connection yields 0, and a word with TRACKED set is one we stored.
     unsafe {
         if c.is_null() {
             return None;
         }
-        let p = b::ap_get_module_config((*c).conn_config, module_ptr()) as *const ConnTrack;
-        p.as_ref().copied()
+        ConnTrack::from_word(config_entry((*c).conn_config))
     }
 }
 
-/// Stores `track` in `c`'s pool and config vector. Returns the stored pointer.
+/// Stores `track` in `c`'s config vector. Returns the word, for the pool cleanup.
 ///
 /// # Safety
-/// `c` must be a conn_rec Apache set up (its pool and conn_config vector live).
+/// `c` must be a conn_rec Apache set up (its conn_config vector live).
 pub unsafe fn set_track(c: &b::conn_rec, track: ConnTrack) -> *mut c_void {
-    // SAFETY: apr_palloc gives memory aligned for any type from the connection's pool, which
-    // lives exactly as long as the connection; ConnTrack is Copy. The config vector is an
-    // array of its own, not part of the conn_rec.
-    unsafe {
-        let p = b::apr_palloc(c.pool, std::mem::size_of::<ConnTrack>()) as *mut ConnTrack;
-        if p.is_null() {
-            return std::ptr::null_mut();
-        }
-        p.write(track);
-        b::ap_set_module_config(c.conn_config, module_ptr(), p as *mut c_void);
-        p as *mut c_void
-    }
+    let word = track.to_word();
+    // SAFETY: the config vector is an array of its own, not part of the conn_rec; the word
+    // is stored, never dereferenced.
+    unsafe { b::ap_set_module_config(c.conn_config, module_ptr(), word) };
+    word
 }
 
 /// An APR socket address as a std one (unspecified on anything unexpected).
@@ -101,4 +122,36 @@ pub unsafe fn text<'a>(p: *const std::ffi::c_char) -> std::borrow::Cow<'a, str> 
     }
     // SAFETY: per the contract.
     unsafe { CStr::from_ptr(p) }.to_string_lossy()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_round_trips_through_its_word_and_nothing_else_reads_as_one() {
+        let handle = SlotHandle {
+            index: u32::MAX,
+            tag: crate::table::lease::TAG_MASK,
+            pid: crate::runtime::pid(),
+        };
+        let t = ConnTrack { handle };
+        assert_eq!(ConnTrack::from_word(t.to_word()), Some(t));
+        let first = ConnTrack {
+            handle: SlotHandle {
+                index: 0,
+                tag: 0,
+                ..handle
+            },
+        };
+        assert!(!first.to_word().is_null());
+        assert_eq!(ConnTrack::from_word(first.to_word()), Some(first));
+        assert_eq!(ConnTrack::from_word(std::ptr::null()), None);
+        let aligned = 0x7fff_1234_5678usize as *const c_void;
+        assert_eq!(
+            ConnTrack::from_word(aligned),
+            None,
+            "a real pointer is no handle"
+        );
+    }
 }

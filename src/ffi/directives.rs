@@ -67,6 +67,9 @@ directive!(close_wait_timeout, global_only = false, |c, v| c
 directive!(scan_interval, global_only = true, |c, v| c
     .scan_interval_ms =
     Some(config::parse_scan_interval(v)?));
+directive!(full_scan_interval, global_only = true, |c, v| c
+    .full_scan_interval_ms =
+    Some(config::parse_full_scan_interval(v)?));
 directive!(slots, global_only = true, |c, v| c.slots =
     Some(config::parse_slots(v)?));
 directive!(rescue, global_only = true, |c, v| c.rescue =

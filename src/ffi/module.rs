@@ -33,13 +33,15 @@ const fn take1(
     }
 }
 
-static COMMANDS: CommandTable<9> = CommandTable([
+static COMMANDS: CommandTable<10> = CommandTable([
     take1(c"SocketGuardAutoClose", directives::auto_close,
         c"On | Off | Report - what to do with a connection stuck in CLOSE_WAIT past the timeout (default Off)"),
     take1(c"SocketGuardCloseWaitTimeout", directives::close_wait_timeout,
         c"duration (500ms, 5s, 2m or seconds; min 100ms) a connection may sit in CLOSE_WAIT before AutoClose acts (default 30s)"),
     take1(c"SocketGuardScanInterval", directives::scan_interval,
         c"duration between socket scans, 10ms to 60s (default 1s); server config only"),
+    take1(c"SocketGuardFullScanInterval", directives::full_scan_interval,
+        c"duration between full dumps of the listening ports (leaked, backlog, untracked sockets), 10ms to 60m (default 5 scan intervals, at least 1s); server config only"),
     take1(c"SocketGuardSlots", directives::slots,
         c"capacity of the shared connection table, 16 to 1000000 (default: sized from the MPM limits); server config only"),
     take1(c"SocketGuardRescue", directives::rescue,
@@ -77,7 +79,7 @@ pub static mut socket_guard_module: b::module = b::module {
     merge_dir_config: None,
     create_server_config: Some(server_conf::create),
     merge_server_config: Some(server_conf::merge),
-    cmds: &COMMANDS.0 as *const [b::command_rec; 9] as *const b::command_rec,
+    cmds: &COMMANDS.0 as *const [b::command_rec; 10] as *const b::command_rec,
     register_hooks: Some(register_hooks),
     // Without ALWAYS_MERGE, a vhost that uses none of our directives shares the main server's
     // config struct, and the per-server vhost index written at post_config would collide.
@@ -87,6 +89,22 @@ pub static mut socket_guard_module: b::module = b::module {
 /// The module struct's address, for `ap_get_module_config` and friends.
 pub fn module_ptr() -> *const b::module {
     addr_of!(socket_guard_module)
+}
+
+/// This module's entry of a config vector: what `ap_get_module_config` returns, read the way
+/// httpd's own macro of that name does (one index, no call: this runs in every per-request
+/// hook). Null before Apache has given the module an index.
+///
+/// # Safety
+/// `vector` must be a config vector Apache built (a server's `module_config`, a connection's
+/// `conn_config`), which holds one entry per loaded module.
+#[inline]
+pub unsafe fn config_entry(vector: *mut b::ap_conf_vector_t) -> *mut std::ffi::c_void {
+    match module_index() {
+        i if i < 0 => std::ptr::null_mut(),
+        // SAFETY: per the contract, the vector has an entry at every loaded module's index.
+        i => unsafe { *(vector as *mut *mut std::ffi::c_void).add(i as usize) },
+    }
 }
 
 /// The index Apache assigned to this module (used for per-module LogLevel and config vectors).

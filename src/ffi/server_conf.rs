@@ -10,7 +10,7 @@ use std::ffi::c_void;
 
 use super::bindings as b;
 use super::callback::callback;
-use super::module::module_ptr;
+use super::module::config_entry;
 use crate::config::ServerConfig;
 
 /// Copies `conf` into memory from `pool`. Returns null if the pool is out of memory.
@@ -56,7 +56,7 @@ unsafe fn raw(s: *const b::server_rec) -> *mut ServerConfig {
         return std::ptr::null_mut();
     }
     // SAFETY: per the caller's contract.
-    unsafe { b::ap_get_module_config((*s).module_config, module_ptr()) as *mut ServerConfig }
+    unsafe { config_entry((*s).module_config) as *mut ServerConfig }
 }
 
 /// The (merged) config of server `s`, for reading.

@@ -62,11 +62,27 @@ fn refuse(r: &mut b::request_rec, e: &QueryError) -> c_int {
     b::HTTP_BAD_REQUEST
 }
 
+/// The handler hook. It runs for every request of the server, so the usual answer — not ours,
+/// the handler's name differs in its first byte — is given before the panic firewall: it reads
+/// two pointers and a byte, which cannot panic.
+///
+/// # Safety
+/// Apache's handler hook contract: `r` is null or a live request_rec.
+pub unsafe extern "C" fn handler(r: *mut b::request_rec) -> c_int {
+    // SAFETY: per the contract; r->handler is null or a NUL-terminated string, so its first
+    // byte is readable.
+    let first = unsafe { r.as_ref().and_then(|r| r.handler.as_ref()) };
+    if first.map(|&c| c as u8) != Some(HANDLER_NAME[0]) {
+        return b::DECLINED;
+    }
+    // SAFETY: as above.
+    unsafe { serve(r) }
+}
+
 callback!(
     /// The `socket-status` handler: GET and HEAD only, output chosen by the query string.
     #[on_panic(b::HTTP_INTERNAL_SERVER_ERROR, "socket-status handler")]
-    pub fn handler(r: &mut b::request_rec) -> c_int {
-        // Runs for every request of the server: compare bytes, convert nothing.
+    fn serve(r: &mut b::request_rec) -> c_int {
         // SAFETY: r->handler is null or a NUL-terminated string.
         if unsafe { conn::bytes(r.handler) } != HANDLER_NAME {
             return b::DECLINED;

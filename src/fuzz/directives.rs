@@ -23,7 +23,7 @@ struct Duration {
 
 const ONE_DAY: u64 = 86_400_000;
 
-const DURATIONS: [Duration; 5] = [
+const DURATIONS: [Duration; 6] = [
     Duration {
         name: "SocketGuardCloseWaitTimeout",
         parse: config::parse_close_wait_timeout,
@@ -36,6 +36,13 @@ const DURATIONS: [Duration; 5] = [
         parse: config::parse_scan_interval,
         min: 10,
         max: 60_000,
+        off: false,
+    },
+    Duration {
+        name: "SocketGuardFullScanInterval",
+        parse: config::parse_full_scan_interval,
+        min: 10,
+        max: 3_600_000,
         off: false,
     },
     Duration {

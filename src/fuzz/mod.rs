@@ -14,6 +14,7 @@
 //! its own unit regression test next to the code it fixed.
 
 mod directives;
+mod lookup;
 mod mutate;
 mod netlink;
 mod privilege;
@@ -36,6 +37,11 @@ pub const PROPERTIES: &[&str] = &[
     "netlink::kernel_error",
     "netlink::truncated_datagram",
     "netlink::stale_replies",
+    "lookup::any_bytes",
+    "lookup::replies_round_trip",
+    "lookup::mutated_replies",
+    "lookup::kernel_error",
+    "lookup::missing_or_doubled_reply",
     "directives::any_value",
     "directives::accepted_within_bounds",
     "directives::rejection_quotes_value",

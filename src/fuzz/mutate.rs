@@ -103,6 +103,12 @@ pub fn apply_all<T: Clone>(edits: &[Edit<T>], v: &mut Vec<T>) {
     }
 }
 
+/// `edits` made to the datagram `which` of `grams` (a reply cut into datagrams).
+pub fn one_datagram(grams: &mut [Vec<u8>], which: Index, edits: &[Edit<u8>]) {
+    let k = which.index(grams.len());
+    apply_all(edits, &mut grams[k]);
+}
+
 /// `valid` with up to `max_edits` edits made of `unit`s.
 fn edited<T, V, U>(valid: V, unit: U, max_edits: usize) -> impl Strategy<Value = Vec<T>>
 where

@@ -119,7 +119,7 @@ fn canonical_socket(s: &KernelSocket) -> KernelSocket {
     }
 }
 
-fn ip() -> impl Strategy<Value = IpAddr> {
+pub(super) fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
         any::<[u8; 4]>().prop_map(IpAddr::from),
         any::<[u8; 16]>().prop_map(IpAddr::from),
@@ -127,7 +127,7 @@ fn ip() -> impl Strategy<Value = IpAddr> {
 }
 
 /// A few ports shared by sockets and filters (so filters match), or any port.
-fn port() -> impl Strategy<Value = u16> {
+pub(super) fn port() -> impl Strategy<Value = u16> {
     prop_oneof![3 => 80u16..84, 1 => any::<u16>()]
 }
 
@@ -153,7 +153,7 @@ fn kernel_socket() -> impl Strategy<Value = KernelSocket> {
     )
 }
 
-fn expect() -> impl Strategy<Value = Expect> {
+pub(super) fn expect() -> impl Strategy<Value = Expect> {
     (any::<u32>(), any::<u32>()).prop_map(|(seq, port_id)| Expect { seq, port_id })
 }
 
@@ -236,7 +236,7 @@ fn refused(r: &Result<(), DumpError>, out: &[KernelSocket]) -> Result<(), TestCa
 }
 
 /// Messages with well-formed headers and random kinds, flags and payloads.
-fn raw_messages() -> impl Strategy<Value = Vec<u8>> {
+pub(super) fn raw_messages() -> impl Strategy<Value = Vec<u8>> {
     let kind = prop_oneof![
         Just(SOCK_DIAG_BY_FAMILY),
         Just(NLMSG_DONE),
@@ -294,8 +294,7 @@ fn mutated_dump() {
     let input = (dump(), any::<Index>(), mutate::byte_edits(4));
     check("netlink::mutated_dump", input, |(d, which, edits)| {
         let mut grams = d.datagrams();
-        let k = which.index(grams.len());
-        mutate::apply_all(&edits, &mut grams[k]);
+        mutate::one_datagram(&mut grams, which, &edits);
         let (r, out) = read(&d, grams, 8192);
         match r {
             Err(_) => refused(&r, &out)?,

@@ -414,7 +414,7 @@ mod tests {
         let t = heap.table();
         abandoned(&heap, 5, 1_000, 10_000);
         let mut procs = FakeProcs {
-            cgis: vec![5000],
+            cgis: vec![5009],
             ..Default::default()
         };
         let mut ev = Vec::new();
@@ -425,14 +425,14 @@ mod tests {
             "not before the timeout"
         );
         let d = stop_abandoned(&t, 5, 11_000, false, &mut procs, &mut ev);
-        assert_eq!(procs.signals, vec![(5000, libc::SIGTERM)]);
+        assert_eq!(procs.signals, vec![(5009, libc::SIGTERM)]);
         assert_eq!(d.next, Some(11_000 + GRACE_MS));
         assert!(d.end_child.is_none());
         assert_eq!(ev[0].path, "/slow");
         assert_eq!(ev[0].abandoned_ms, 1_000);
         assert_eq!(t.totals().stopped_cgi, 1);
         stop_abandoned(&t, 5, 11_000 + GRACE_MS, false, &mut procs, &mut ev);
-        assert_eq!(procs.signals[1], (5000, libc::SIGKILL));
+        assert_eq!(procs.signals[1], (5009, libc::SIGKILL));
         assert_eq!(t.totals().stopped_cgi, 1, "one stop per request");
         // The handler still has not returned after the CGI was killed: end the child.
         let d = stop_abandoned(&t, 5, 11_000 + 2 * GRACE_MS, false, &mut procs, &mut ev);
@@ -479,7 +479,7 @@ mod tests {
         let t = heap.table();
         let h = abandoned(&heap, 5, 0, 10_000);
         let mut procs = FakeProcs {
-            cgis: vec![5000],
+            cgis: vec![5009],
             ..Default::default()
         };
         let d = stop_abandoned(&t, 5, 99_000, false, &mut procs, &mut Vec::new());
@@ -504,7 +504,7 @@ mod tests {
         h.restart_mono_ms.store(100_000, Relaxed);
         abandoned(&heap, 5, 0, 90_000);
         let mut procs = FakeProcs {
-            cgis: vec![5000],
+            cgis: vec![5009],
             ..Default::default()
         };
         let mut ev = Vec::new();
@@ -515,7 +515,7 @@ mod tests {
         );
         let end = graceful_deadline(&t, 5, 0, 105_000, &mut procs, &mut ev).unwrap();
         assert_eq!(end.why, Why::GracefulDeadline);
-        assert_eq!(procs.signals, vec![(5000, libc::SIGKILL)]);
+        assert_eq!(procs.signals, vec![(5009, libc::SIGKILL)]);
         // A live connection keeps the old child alive.
         let heap2 = HeapTable::for_tests();
         let t2 = heap2.table();
@@ -534,17 +534,17 @@ mod tests {
         let heap = HeapTable::for_tests();
         let t = heap.table();
         let v = t.register_vhost("a.test", 80);
-        heap.stuck_connection(5, v, 9, 1); // client port 5000, handling
+        heap.stuck_connection(5, v, 9, 1); // client port 5009, handling
         let mut procs = FakeProcs {
-            cgis: vec![5000],
+            cgis: vec![5009],
             ..Default::default()
         };
         let mut ev = Vec::new();
         let left = stop_for_server_stop(&t, 5, 1, &mut procs, &mut ev);
         assert_eq!(left.len(), 1);
-        assert_eq!(procs.signals, vec![(5000, libc::SIGTERM)]);
+        assert_eq!(procs.signals, vec![(5009, libc::SIGTERM)]);
         assert_eq!(ev[0].why, Why::ServerStop);
         assert_eq!(kill_left(&mut procs, &left), 1);
-        assert_eq!(procs.signals[1], (5000, libc::SIGKILL));
+        assert_eq!(procs.signals[1], (5009, libc::SIGKILL));
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod act;
 pub(crate) mod election;
 pub(crate) mod history;
 pub(crate) mod leaks;
+pub mod pass;
 pub mod scan;
 pub(crate) mod stopper;
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::mono_ms;
 use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
-use crate::kernel::{self, sock_diag::DiagSocket};
+use crate::kernel::sock_diag::DiagSocket;
 use crate::messages::{self, log_safe, LogSink, Severity};
 use crate::table::SharedTable;
 
@@ -100,8 +101,8 @@ impl Guard {
         }
     }
 
-    /// The netlink socket, opened the first time this child scans (most children never do).
-    fn diag(&mut self) -> Option<&mut DiagSocket> {
+    /// Opens the netlink socket the first time this child scans (most children never do).
+    fn open_diag(&mut self) {
         if self.diag.is_none() && !self.diag_failed {
             match DiagSocket::open() {
                 Ok(d) => self.diag = Some(d),
@@ -117,7 +118,6 @@ impl Guard {
                 }
             }
         }
-        self.diag.as_mut()
     }
 
     fn run(&mut self) {
@@ -165,14 +165,17 @@ impl Guard {
 
     fn scan(&mut self) {
         let started = Instant::now();
-        let listeners = self.table.listeners();
-        let result = kernel::close_wait_on(self.diag(), &listeners);
+        self.open_diag();
+        let (scanner, table) = (&self.scanner, &self.table);
+        let full = scanner.full_due(mono_ms());
+        let result = pass::ask_kernel(scanner, table, self.diag.as_mut(), full, mono_ms());
         let ok = result.is_ok();
         match result {
-            Ok(sockets) => {
+            Ok(answer) => {
                 let now = mono_ms();
-                let outcome = self.scanner.apply(&self.table, &sockets, now);
+                let (outcome, _) = pass::apply(&mut self.scanner, &self.table, answer, now);
                 history::sample_if_due(&self.table, &outcome, now);
+                pass::record(&self.table, &outcome);
                 self.scan_failing = false;
             }
             // A failed scan is no list: applying it as an empty one would end every

@@ -1,23 +1,33 @@
-//! The scan: one kernel dump per interval for the whole server, joined to the table.
+//! The scan's join with the table: what the kernel says about our connections, applied once
+//! per interval for the whole server.
 //!
-//! Marks when each tracked connection was first seen in CLOSE_WAIT, ends the period of those
-//! no longer there, flags their owners' child rows so that only children with something to
-//! do walk their slots, and counts those past their timeout in the leak report (`leaks`).
-//! A scan that finds no CLOSE_WAIT socket while the scanner left none marked does not walk
-//! the table at all: its cost does not grow with the number of healthy connections.
+//! The kernel is asked in one of two ways (`pass`): exact lookups of the connections the
+//! table names as in flight (`candidates`: reading or handling, the only ones Apache is not
+//! polling, plus the ones this scanner is watching and those of hung children), or a full
+//! dump of the CLOSE_WAIT sockets on our ports, every SocketGuardFullScanInterval, for what
+//! the table cannot name. Either way each connection is matched by its 4-tuple: a newly seen
+//! one gets its CLOSE_WAIT mark (and the kernel's inode, which the owner checks its duplicate
+//! against before acting), marks of those no longer there end, the owners' child rows are
+//! flagged so that only children with something to do walk their slots, and connections past
+//! their timeout are counted in the leak report (`leaks`). A dump that finds nothing while
+//! the scanner watches nothing does not walk the table at all.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::leaks;
 use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
-use crate::kernel::KernelSocket;
-use crate::table::slot::FLAG_FORCE_CLOSED;
+use crate::kernel::diag_lookup::{Lookup, Tuple};
+use crate::kernel::{KernelSocket, TCP_CLOSE_WAIT};
+use crate::table::layout::Slot;
+use crate::table::lease::Lease;
+use crate::table::slot::{tuple_of, FLAG_FORCE_CLOSED};
 use crate::table::{SharedTable, ROW_CLAIMING};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanOutcome {
-    /// Whether the table was walked at all.
+    /// Whether the table was walked at all (a full dump's join).
     pub walked: bool,
     /// Tracked connections seen in CLOSE_WAIT for the first time.
     pub newly_marked: usize,
@@ -25,42 +35,88 @@ pub struct ScanOutcome {
     pub cleared: usize,
     /// Tracked connections in CLOSE_WAIT after the scan (marked, not yet shut down).
     pub close_wait: usize,
-    /// CLOSE_WAIT sockets in the dump that match no tracked connection.
+    /// CLOSE_WAIT sockets on our ports that match no tracked connection, as the last full
+    /// dump found them (lookups cannot see what the table does not name).
     pub untracked: usize,
     /// Connections counted in the leak report by this scan (`leaks`).
     pub leaks_counted: usize,
+    /// Exact kernel lookups made (0 for a full dump).
+    pub lookups: usize,
+    /// A full dump of our ports rather than lookups.
+    pub full: bool,
 }
 
-/// The scanner's memory between scans: which connections it left marked. Kept in the
-/// scanning process, not in shared memory, so nothing stored can drift; a new scanner walks
-/// the table once to learn the marks a previous one left.
+/// A connection the kernel confirmed in CLOSE_WAIT in the last scan: the slot, the claim it
+/// was seen under, and the kernel's socket — what the rescue acts on, never the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirmed {
+    pub index: usize,
+    pub tag: u32,
+    pub socket: KernelSocket,
+}
+
+/// A connection to look up: its slot, the claim read, and its tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub index: usize,
+    pub lease: Lease,
+    pub tuple: Tuple,
+}
+
+/// The scanner's memory between scans, kept in the scanning process, not in shared memory,
+/// so nothing stored can drift. A new scanner's first scan is a full dump, which walks the
+/// table once and learns the marks a previous one left.
 #[derive(Default)]
 pub struct Scanner {
-    marked: HashSet<(usize, u32)>,
+    /// Connections to look up again next scan whatever their state: marked, or shut down by
+    /// the guard and still held.
+    watch: HashSet<(usize, u32)>,
     walked: bool,
+    /// The last full dump's untracked count.
+    untracked: usize,
+    /// When the next full dump is due (0: now).
+    next_full_ms: u64,
+    confirmed: Vec<Confirmed>,
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 impl Scanner {
-    /// Applies one kernel dump (`close_wait`: CLOSE_WAIT sockets on our ports) to the table.
+    /// Whether this scan must be a full dump (its period is up, or this scanner is new).
+    pub fn full_due(&self, now_mono_ms: u64) -> bool {
+        now_mono_ms >= self.next_full_ms
+    }
+
+    /// What the kernel confirmed in CLOSE_WAIT in the last scan.
+    pub fn confirmed(&self) -> &[Confirmed] {
+        &self.confirmed
+    }
+
+    /// Applies one full dump (`close_wait`: CLOSE_WAIT sockets on our ports) to the table.
     pub fn apply(
         &mut self,
         table: &SharedTable,
         close_wait: &[KernelSocket],
         now_mono_ms: u64,
     ) -> ScanOutcome {
-        let mut out = ScanOutcome::default();
-        if close_wait.is_empty() && self.walked && self.marked.is_empty() {
+        self.next_full_ms = now_mono_ms.saturating_add(full_interval_ms(table));
+        let mut out = ScanOutcome {
+            full: true,
+            ..Default::default()
+        };
+        if close_wait.is_empty() && self.walked && self.watch.is_empty() {
+            self.untracked = 0;
+            self.confirmed.clear();
             return out;
         }
         out.walked = true;
-        let inodes: HashSet<u64> = close_wait
+        let by_tuple: HashMap<Tuple, &KernelSocket> = close_wait
             .iter()
-            .map(|k| k.inode)
-            .filter(|i| *i != 0)
+            .map(|k| ((canonical(k.local), canonical(k.remote)), k))
             .collect();
-        let rows = published_rows(table);
-        let grace = leak_grace_ms(table);
-        let mut marked = HashSet::new();
+        let mut join = Join::new(table, now_mono_ms);
         // Slots found in the dump (a socket belongs to one connection: no set needed).
         let mut matched = 0;
         for (i, slot) in table.slots().iter().enumerate() {
@@ -68,34 +124,178 @@ impl Scanner {
             if !lease.state.is_open() {
                 continue;
             }
-            let inode = slot.inode.load(Relaxed);
-            let flags = slot.flags.load(Relaxed);
+            let tuple = tuple_of(slot);
             if slot.lease() != lease {
-                continue; // changed hands while we read its inode
+                continue; // changed hands while we read its addresses
             }
-            let in_dump = inode != 0 && inodes.contains(&inode);
-            matched += usize::from(in_dump);
-            // A force-closed socket still in the dump: the kernel has not moved it on yet.
-            if in_dump && flags & FLAG_FORCE_CLOSED == 0 {
-                if table.mark_close_wait(slot, lease.tag, now_mono_ms) {
-                    out.newly_marked += 1;
-                }
-                marked.insert((i, lease.tag));
-                if let Some(&row) = rows.get(&lease.pid) {
-                    table.children()[row].pending.store(1, Relaxed);
-                }
-            } else if !in_dump && table.end_close_wait(slot, lease.tag) {
-                out.cleared += 1;
-            }
-            let counted = leaks::count_if_overdue(table, slot, lease, flags, now_mono_ms, grace);
-            out.leaks_counted += usize::from(counted);
+            let found = by_tuple.get(&tuple).copied();
+            matched += usize::from(found.is_some());
+            join.visit(i, slot, lease, found);
         }
-        out.close_wait = marked.len();
         out.untracked = close_wait.len().saturating_sub(matched);
-        self.marked = marked;
+        self.untracked = out.untracked;
         self.walked = true;
+        self.finish(join, &mut out);
         out
     }
+
+    /// The connections to look up this scan, on our `ports`: those in flight, those watched,
+    /// and every connection of a `hung` child (its guard cannot act; the rescue may).
+    /// Reads one bit per slot, plus the slots it names (clearing the bits of those no longer
+    /// in flight: the scanner's half of `table::inflight`); the table is walked only while a
+    /// child is hung.
+    pub fn candidates(
+        &self,
+        table: &SharedTable,
+        ports: &[u16],
+        hung: &HashSet<u32>,
+    ) -> Vec<Candidate> {
+        let slots = table.slots();
+        let mut wanted = table.sweep_in_flight();
+        wanted.extend(self.watch.iter().map(|&(i, _)| i));
+        if !hung.is_empty() {
+            let of_hung = |(_, s): &(usize, &Slot)| hung.contains(&s.lease().pid);
+            wanted.extend(slots.iter().enumerate().filter(of_hung).map(|(i, _)| i));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+            .into_iter()
+            .filter_map(|index| {
+                let slot = slots.get(index)?;
+                let lease = slot.lease();
+                let why = lease.state.in_flight()
+                    || self.watch.contains(&(index, lease.tag))
+                    || hung.contains(&lease.pid);
+                if !why || !lease.state.is_open() {
+                    return None;
+                }
+                let tuple = tuple_of(slot);
+                (slot.lease() == lease && ports.contains(&tuple.0.port())).then_some(Candidate {
+                    index,
+                    lease,
+                    tuple,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies the kernel's answers to `candidates` (one each, in order).
+    pub fn apply_lookups(
+        &mut self,
+        table: &SharedTable,
+        candidates: &[Candidate],
+        answers: &[Lookup],
+        now_mono_ms: u64,
+    ) -> ScanOutcome {
+        let mut out = ScanOutcome {
+            lookups: candidates.len(),
+            untracked: self.untracked,
+            ..Default::default()
+        };
+        let mut join = Join::new(table, now_mono_ms);
+        for (c, answer) in candidates.iter().zip(answers) {
+            let Some(slot) = table.slots().get(c.index) else {
+                continue;
+            };
+            // Its state may have moved on meanwhile; the claim must be the one looked up.
+            let lease = slot.lease();
+            if lease.tag != c.lease.tag || lease.pid != c.lease.pid || !lease.state.is_open() {
+                continue;
+            }
+            let found = match answer {
+                Lookup::Found(k) => Some(k),
+                Lookup::Gone => None,
+            };
+            join.visit(c.index, slot, lease, found);
+        }
+        self.finish(join, &mut out);
+        out
+    }
+
+    fn finish(&mut self, join: Join, out: &mut ScanOutcome) {
+        out.newly_marked = join.newly_marked;
+        out.cleared = join.cleared;
+        out.close_wait = join.confirmed.len();
+        out.leaks_counted = join.leaks_counted;
+        self.watch = join.watch;
+        self.confirmed = join.confirmed;
+    }
+}
+
+/// One scan's pass over the connections it looks at.
+struct Join<'a> {
+    table: &'a SharedTable,
+    now: u64,
+    rows: HashMap<u32, usize>,
+    grace: u64,
+    watch: HashSet<(usize, u32)>,
+    confirmed: Vec<Confirmed>,
+    newly_marked: usize,
+    cleared: usize,
+    leaks_counted: usize,
+}
+
+impl<'a> Join<'a> {
+    fn new(table: &'a SharedTable, now: u64) -> Join<'a> {
+        Join {
+            table,
+            now,
+            rows: published_rows(table),
+            grace: leak_grace_ms(table),
+            watch: HashSet::new(),
+            confirmed: Vec::new(),
+            newly_marked: 0,
+            cleared: 0,
+            leaks_counted: 0,
+        }
+    }
+
+    /// One connection (slot `index`, claimed as `lease`) and the kernel's socket with its
+    /// tuple, if there is one.
+    fn visit(&mut self, index: usize, slot: &Slot, lease: Lease, kernel: Option<&KernelSocket>) {
+        let t = self.table;
+        let flags = slot.flags.load(Relaxed);
+        let close_wait = kernel.filter(|k| k.state == TCP_CLOSE_WAIT);
+        match close_wait {
+            // A force-closed socket still in CLOSE_WAIT: the kernel has not moved it on yet.
+            Some(_) if flags & FLAG_FORCE_CLOSED != 0 => {}
+            Some(k) => {
+                self.newly_marked += usize::from(mark(t, slot, lease.tag, k, self.now));
+                self.watch.insert((index, lease.tag));
+                self.confirmed.push(Confirmed {
+                    index,
+                    tag: lease.tag,
+                    socket: k.clone(),
+                });
+                if let Some(&row) = self.rows.get(&lease.pid) {
+                    t.children()[row].pending.store(1, Relaxed);
+                }
+            }
+            None => self.cleared += usize::from(t.end_close_wait(slot, lease.tag)),
+        }
+        if flags & FLAG_FORCE_CLOSED != 0 {
+            self.watch.insert((index, lease.tag));
+        }
+        let counted = leaks::count_if_overdue(t, slot, lease, flags, self.now, self.grace);
+        self.leaks_counted += usize::from(counted);
+    }
+}
+
+/// Marks `tag`'s connection as in CLOSE_WAIT since `now`, unless it already is, recording the
+/// kernel's inode first: the owner acts only through a duplicate with that inode, and it reads
+/// the inode after the mark, which publishes it. A mark made for another socket with the same
+/// tuple (the connection ended, a new one reused it) is ended and started afresh. True if
+/// this started a period.
+fn mark(table: &SharedTable, slot: &Slot, tag: u32, k: &KernelSocket, now: u64) -> bool {
+    if slot.close_wait_since(tag).is_some() {
+        if slot.inode.load(Relaxed) == k.inode {
+            return false;
+        }
+        table.end_close_wait(slot, tag);
+    }
+    slot.inode.store(k.inode, Relaxed);
+    table.mark_close_wait(slot, tag, now)
 }
 
 /// How long past its timeout a marked connection with no verdict waits to be counted in the
@@ -105,6 +305,20 @@ fn leak_grace_ms(table: &SharedTable) -> u64 {
     interval
         .clamp(MIN_SCAN_INTERVAL_MS, MAX_SCAN_INTERVAL_MS)
         .max(leaks::MIN_GRACE_MS)
+}
+
+/// SocketGuardFullScanInterval as published (a table that says 0 gets the scan interval).
+fn full_interval_ms(table: &SharedTable) -> u64 {
+    let h = table.header();
+    let interval = h.scan_interval_ms.load(Relaxed);
+    match h.full_scan_interval_ms.load(Relaxed) {
+        0 => interval,
+        full => full,
+    }
+    .clamp(
+        MIN_SCAN_INTERVAL_MS,
+        crate::config::MAX_FULL_SCAN_INTERVAL_MS,
+    )
 }
 
 /// pid → row index of the children whose rows are published.
@@ -121,85 +335,4 @@ fn published_rows(table: &SharedTable) -> HashMap<u32, usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::AutoClose;
-    use crate::kernel::TCP_CLOSE_WAIT;
-    use crate::table::slot::{FLAG_ABANDONED, FLAG_REPORTED};
-    use crate::table::HeapTable;
-
-    fn dump(inodes: &[u64]) -> Vec<KernelSocket> {
-        inodes
-            .iter()
-            .map(|&inode| KernelSocket {
-                local: "10.0.0.2:80".parse().unwrap(),
-                remote: "10.0.0.1:5000".parse().unwrap(),
-                state: TCP_CLOSE_WAIT,
-                recv_q: 1,
-                inode,
-                cookie: 0,
-                uid: 33,
-            })
-            .collect()
-    }
-
-    fn listed(t: &SharedTable, vhost: u32) -> Vec<u64> {
-        t.leak_report(vhost).paths.iter().map(|e| e.count).collect()
-    }
-
-    #[test]
-    fn each_connection_past_its_timeout_is_counted_once_whatever_happens_to_it() {
-        let heap = HeapTable::new(8, 2, 1);
-        let t = heap.table();
-        t.header().scan_interval_ms.store(200, Relaxed);
-        let on = heap.vhost_with("on.test", AutoClose::On, 1_000);
-        let report = heap.vhost_with("report.test", AutoClose::Report, 1_000);
-        let a = heap.stuck_connection(7, on, 41, 10_000);
-        let b = heap.stuck_connection(7, report, 42, 10_000);
-        let mut scanner = Scanner::default();
-        // Within the timeout: two tracked in CLOSE_WAIT, one socket nobody tracks.
-        let out = scanner.apply(&t, &dump(&[41, 42, 99]), 10_500);
-        let seen = (out.close_wait, out.untracked, out.leaks_counted);
-        assert_eq!(seen, (2, 1, 0));
-        // At the timeout the owner closed one (its period ended, the kernel moved it on)
-        // and reported the other: the next scan counts both.
-        let sa = t.owned(a).unwrap();
-        sa.flags
-            .fetch_or(FLAG_FORCE_CLOSED | FLAG_ABANDONED, Relaxed);
-        t.end_close_wait(sa, a.tag);
-        let sb = t.owned(b).unwrap();
-        sb.flags.fetch_or(FLAG_REPORTED | FLAG_ABANDONED, Relaxed);
-        let out = scanner.apply(&t, &dump(&[42, 99]), 11_100);
-        assert_eq!(
-            (out.close_wait, out.untracked, out.leaks_counted),
-            (1, 1, 2)
-        );
-        assert_eq!((listed(&t, on), listed(&t, report)), (vec![1], vec![1]));
-        // Never again: not by this scanner, not by a new one (a guard process restarted).
-        assert_eq!(scanner.apply(&t, &dump(&[42]), 20_000).leaks_counted, 0);
-        let mut next = Scanner::default();
-        assert_eq!(next.apply(&t, &dump(&[42]), 30_000).leaks_counted, 0);
-        assert_eq!((listed(&t, on), listed(&t, report)), (vec![1], vec![1]));
-    }
-
-    #[test]
-    fn a_connection_nobody_acts_on_is_counted_one_grace_after_its_timeout() {
-        let heap = HeapTable::new(8, 2, 1);
-        let t = heap.table();
-        t.header().scan_interval_ms.store(200, Relaxed);
-        let off = heap.vhost_with("off.test", AutoClose::Off, 1_000);
-        heap.stuck_connection(7, off, 41, 10_000);
-        let mut scanner = Scanner::default();
-        // The grace is one interval, at least MIN_GRACE_MS (1 s): a hung owner's
-        // connection, or one whose owner has not judged it yet, waits for it.
-        for now in [10_500, 11_000, 11_999] {
-            assert_eq!(
-                scanner.apply(&t, &dump(&[41]), now).leaks_counted,
-                0,
-                "{now}"
-            );
-        }
-        assert_eq!(scanner.apply(&t, &dump(&[41]), 12_000).leaks_counted, 1);
-        assert_eq!(listed(&t, off), [1]);
-    }
-}
+mod tests;

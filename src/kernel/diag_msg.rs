@@ -11,12 +11,12 @@ use super::KernelSocket;
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 /// Set by the kernel on a dump whose table changed while it ran (include/uapi/linux/netlink.h).
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLMSG_HDRLEN: usize = 16;
-const REQ_V2_LEN: usize = 56;
+pub(super) const NLMSG_HDRLEN: usize = 16;
+pub(super) const REQ_V2_LEN: usize = 56;
 const DIAG_MSG_LEN: usize = 72;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const NLA_HDRLEN: usize = 4;
@@ -26,7 +26,7 @@ const BC_S_EQ: u8 = 11;
 /// One test is 12 bytes and jumps are u16: far more ports than a server listens on.
 pub const MAX_FILTER_PORTS: usize = 1024;
 
-fn align4(n: usize) -> usize {
+pub(super) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -147,7 +147,7 @@ fn addr(family: u8, b: &[u8], port_at: usize, ip_at: usize) -> Option<SocketAddr
 }
 
 /// Parses one inet_diag_msg payload (None: too short, or a family we never ask for).
-fn parse_diag_msg(p: &[u8]) -> Option<KernelSocket> {
+pub(super) fn parse_diag_msg(p: &[u8]) -> Option<KernelSocket> {
     if p.len() < DIAG_MSG_LEN {
         return None;
     }
@@ -169,15 +169,15 @@ fn parse_diag_msg(p: &[u8]) -> Option<KernelSocket> {
 }
 
 /// One netlink message header and where the next message starts.
-struct Header {
-    len: usize,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    port_id: u32,
+pub(super) struct Header {
+    pub(super) len: usize,
+    pub(super) kind: u16,
+    pub(super) flags: u16,
+    pub(super) seq: u32,
+    pub(super) port_id: u32,
 }
 
-fn header_at(buf: &[u8], at: usize) -> Result<Header, DumpError> {
+pub(super) fn header_at(buf: &[u8], at: usize) -> Result<Header, DumpError> {
     let h = buf.get(at..at + NLMSG_HDRLEN).ok_or_else(|| {
         DumpError::Malformed(format!(
             "{} bytes left after the last message",
@@ -202,7 +202,7 @@ fn header_at(buf: &[u8], at: usize) -> Result<Header, DumpError> {
 }
 
 /// The error code a NLMSG_DONE or NLMSG_ERROR payload starts with (0 when absent).
-fn errno_of(payload: &[u8]) -> i32 {
+pub(super) fn errno_of(payload: &[u8]) -> i32 {
     u32_at(payload, 0)
         .map(|e| (e as i32).wrapping_neg())
         .unwrap_or(0)

@@ -4,10 +4,12 @@
 //! `proc_net` (/proc/net/tcp{,6}) is the fallback where sock_diag is unavailable.
 #[cfg(test)]
 pub(crate) mod diag_fixtures;
+pub mod diag_lookup;
 pub mod diag_msg;
 pub(crate) mod listeners;
 pub(crate) mod proc_net;
 pub mod sock_diag;
+pub mod sock_lookup;
 
 use std::net::SocketAddr;
 

@@ -22,16 +22,16 @@ const RECV_BUF: usize = 32 * 1024;
 
 pub struct DiagSocket {
     /// None after a failed dump (the socket and its queue were dropped) until the next dump.
-    fd: Option<OwnedFd>,
+    pub(super) fd: Option<OwnedFd>,
     /// Our netlink port id: the kernel puts it in every reply to us.
-    port_id: u32,
-    seq: u32,
-    buf: Vec<u8>,
+    pub(super) port_id: u32,
+    pub(super) seq: u32,
+    pub(super) buf: Vec<u8>,
     /// Set when the kernel refused our bytecode (kernels before 4.16 lack S_EQ).
     no_bytecode: bool,
 }
 
-fn os_error(what: &str) -> String {
+pub(super) fn os_error(what: &str) -> String {
     format!("{what}: {}", io::Error::last_os_error())
 }
 
@@ -240,7 +240,7 @@ impl DiagSocket {
     }
 
     /// The open socket, or a fresh one after a failed dump dropped the last.
-    fn socket(&mut self) -> Result<RawFd, DumpError> {
+    pub(super) fn socket(&mut self) -> Result<RawFd, DumpError> {
         if let Some(fd) = &self.fd {
             return Ok(fd.as_raw_fd());
         }

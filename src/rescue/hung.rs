@@ -5,13 +5,14 @@
 //! guard process takes a duplicate of each such socket out of it (pidfd_getfd) and shuts it
 //! down, per the vhost's AutoClose — but the table is written by children that run as `User`
 //! and is hostile input here: a socket is acted on only if the kernel's own scan reports a
-//! CLOSE_WAIT socket with the slot's inode on this server's ports, the owner is verified to be
+//! CLOSE_WAIT socket with the slot's tuple on this server's ports, the owner is verified to be
 //! a live child of this server's root parent, and the duplicate taken out of it is that very
 //! socket (inode, local and peer address) and still in CLOSE_WAIT.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::config::AutoClose;
+use crate::guard::scan::Confirmed;
 use crate::kernel::KernelSocket;
 use crate::sys::socket::Refusal;
 use crate::table::layout::Slot;
@@ -80,40 +81,53 @@ pub fn hung_children(table: &SharedTable, now: u64, reach: &mut impl Reach) -> V
 }
 
 /// Rescues the CLOSE_WAIT sockets of hung children that passed their vhost's timeout.
-/// `close_wait`: this interval's kernel scan (CLOSE_WAIT sockets on our ports).
+/// `confirmed`: this interval's scan — the connections the kernel confirmed in CLOSE_WAIT,
+/// each with the kernel's socket for its tuple.
 pub fn rescue_hung(
     table: &SharedTable,
-    close_wait: &[KernelSocket],
+    confirmed: &[Confirmed],
     now: u64,
     rescue_on: bool,
     reach: &mut impl Reach,
     out: &mut Vec<Rescue>,
 ) {
-    if close_wait.is_empty() {
+    if confirmed.is_empty() {
         return;
     }
-    for (child, hung_ms) in hung_children(table, now, reach) {
-        for (i, slot) in table.slots().iter().enumerate() {
-            if slot.lease().pid != child.pid {
-                continue;
-            }
-            if let Some(r) = rescue_one(
-                table, i, slot, child, hung_ms, close_wait, now, rescue_on, reach,
-            ) {
-                out.push(r);
-            }
+    let hung = hung_children(table, now, reach);
+    for c in confirmed {
+        let Some(slot) = table.slots().get(c.index) else {
+            continue;
+        };
+        let pid = slot.lease().pid;
+        let Some(&(child, hung_ms)) = hung.iter().find(|(id, _)| id.pid == pid) else {
+            continue;
+        };
+        let seen = Seen {
+            index: c.index,
+            tag: c.tag,
+            socket: &c.socket,
+        };
+        if let Some(r) = rescue_one(table, slot, seen, child, hung_ms, now, rescue_on, reach) {
+            out.push(r);
         }
     }
+}
+
+/// A connection as the scan confirmed it: its slot, its claim, the kernel's socket.
+struct Seen<'a> {
+    index: usize,
+    tag: u32,
+    socket: &'a KernelSocket,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn rescue_one(
     table: &SharedTable,
-    index: usize,
     slot: &Slot,
+    seen: Seen,
     child: ChildId,
     hung_ms: u64,
-    close_wait: &[KernelSocket],
     now: u64,
     rescue_on: bool,
     reach: &mut impl Reach,
@@ -121,7 +135,11 @@ fn rescue_one(
     let lease = slot.lease();
     let since = slot.close_wait_since(lease.tag)?;
     let flags = slot.flags.load(Relaxed);
-    if lease.pid != child.pid || !lease.state.is_held() || flags & FLAG_FORCE_CLOSED != 0 {
+    if lease.tag != seen.tag
+        || lease.pid != child.pid
+        || !lease.state.is_held()
+        || flags & FLAG_FORCE_CLOSED != 0
+    {
         return None;
     }
     let vhost = table.vhost(slot.vhost.load(Relaxed))?;
@@ -135,10 +153,9 @@ fn rescue_one(
     if !closes && flags & FLAG_REPORTED != 0 {
         return None; // reported once already
     }
-    // The kernel must report it: a CLOSE_WAIT socket with this inode on our ports.
-    let inode = slot.inode.load(Relaxed);
-    let socket = close_wait.iter().find(|k| k.inode == inode && inode != 0)?;
-    let view = slot.view(index);
+    // What is acted on is the kernel's socket for the slot's tuple, never the table's word.
+    let socket = seen.socket;
+    let view = slot.view(seen.index);
     let (name, port) = table.vhost_name(view.vhost);
     let mut r = Rescue {
         outcome: Outcome::Reported,
@@ -192,16 +209,21 @@ mod tests {
         }
     }
 
-    fn kernel(inode: u64) -> KernelSocket {
-        KernelSocket {
-            local: "10.0.0.2:80".parse().unwrap(),
-            remote: "10.0.0.1:5000".parse().unwrap(),
-            state: crate::kernel::TCP_CLOSE_WAIT,
-            recv_q: 0,
-            inode,
-            cookie: 0,
-            uid: 33,
-        }
+    /// The scan's confirmed list when the kernel reports the CLOSE_WAIT sockets `inodes`
+    /// (`stuck_socket` tuples): each joined to the open slot with its tuple.
+    fn kernel(t: &SharedTable, inodes: &[u64]) -> Vec<Confirmed> {
+        let joined = |socket: KernelSocket| {
+            let tuple = (socket.local, socket.remote);
+            let (index, slot) = t.slots().iter().enumerate().find(|(_, s)| {
+                s.lease().state.is_open() && crate::table::slot::tuple_of(s) == tuple
+            })?;
+            let tag = slot.lease().tag;
+            Some(Confirmed { index, tag, socket })
+        };
+        inodes
+            .iter()
+            .filter_map(|&i| joined(HeapTable::stuck_socket(i)))
+            .collect()
     }
 
     fn setup(mode: AutoClose) -> (HeapTable, crate::table::SlotHandle) {
@@ -224,19 +246,19 @@ mod tests {
         };
         let mut out = Vec::new();
         // Not hung yet (checked in 1.9 s ago).
-        rescue_hung(&t, &[kernel(99)], 11_900, true, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[99]), 11_900, true, &mut reach, &mut out);
         assert!(out.is_empty());
         // Hung, but the kernel does not report that inode: nothing.
-        rescue_hung(&t, &[kernel(98)], 12_000, true, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[98]), 12_000, true, &mut reach, &mut out);
         assert!(out.is_empty() && reach.calls.is_empty());
-        rescue_hung(&t, &[kernel(99)], 12_000, true, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[99]), 12_000, true, &mut reach, &mut out);
         assert_eq!(reach.calls, vec![(5, 7, 99)]);
         assert_eq!(out[0].outcome, Outcome::Rescued);
         assert_eq!(t.totals().force_closed_rescue, 1);
         let flags = t.owned(h).unwrap().flags.load(Relaxed);
         assert_ne!(flags & FLAG_RESCUED, 0);
         // Never twice.
-        rescue_hung(&t, &[kernel(99)], 13_000, true, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[99]), 13_000, true, &mut reach, &mut out);
         assert_eq!(reach.calls.len(), 1);
     }
 
@@ -246,19 +268,33 @@ mod tests {
         let t = heap.table();
         let mut reach = FakeReach::default(); // not a child of our root
         let mut out = Vec::new();
-        rescue_hung(&t, &[kernel(99)], 20_000, true, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[99]), 20_000, true, &mut reach, &mut out);
         assert!(out.is_empty());
         reach.ours = true;
-        rescue_hung(&t, &[kernel(99)], 20_000, false, &mut reach, &mut out);
-        rescue_hung(&t, &[kernel(99)], 21_000, false, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[99]), 20_000, false, &mut reach, &mut out);
+        rescue_hung(&t, &kernel(&t, &[99]), 21_000, false, &mut reach, &mut out);
         assert_eq!(out.len(), 1, "Rescue Off reports once");
         assert_eq!(out[0].outcome, Outcome::Reported, "Rescue Off only reports");
         assert!(reach.calls.is_empty());
         let (heap2, _) = setup(AutoClose::Report);
         let t2 = heap2.table();
         let mut out2 = Vec::new();
-        rescue_hung(&t2, &[kernel(99)], 20_000, true, &mut reach, &mut out2);
-        rescue_hung(&t2, &[kernel(99)], 21_000, true, &mut reach, &mut out2);
+        rescue_hung(
+            &t2,
+            &kernel(&t2, &[99]),
+            20_000,
+            true,
+            &mut reach,
+            &mut out2,
+        );
+        rescue_hung(
+            &t2,
+            &kernel(&t2, &[99]),
+            21_000,
+            true,
+            &mut reach,
+            &mut out2,
+        );
         assert_eq!(out2.len(), 1, "reported once");
         assert!(reach.calls.is_empty());
     }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::clock::mono_ms;
 use crate::config::{MAX_SCAN_INTERVAL_MS, MIN_SCAN_INTERVAL_MS};
-use crate::guard::{election, history, scan};
-use crate::kernel::{self, sock_diag::DiagSocket, KernelSocket, TCP_CLOSE_WAIT};
+use crate::guard::{election, history, pass as guard_pass, scan};
+use crate::kernel::{sock_diag::DiagSocket, KernelSocket, TCP_CLOSE_WAIT};
 use crate::messages::{self, log_safe, LogSink, Severity};
 use crate::sys::socket::Refusal;
 use crate::sys::{pidfd, procfs};
@@ -150,13 +150,19 @@ pub fn run(table: SharedTable, root: u32, log: LogSink, can_reach: bool) {
             next_scan = now + interval;
             // The scanner role is ours whoever held it (a child, while we were gone or
             // stopped): one scan for the server, here, where the rescue needs it. After
-            // someone else scanned, learn the marks afresh.
+            // someone else scanned, learn the marks afresh (a new scanner's first scan is a
+            // full dump).
             if !election::hold(&table, me, now) {
                 pass.scanner = scan::Scanner::default();
             }
             let started = Instant::now();
-            let result = kernel::close_wait_on(diag.as_mut(), &table.listeners());
-            // A failed scan says nothing about the backlog either: keep the episode.
+            // A full dump when its period is up, or when an untracked socket it found is due
+            // to be classified (so a leaked socket is closed at its timeout, not a period
+            // later).
+            let full = pass.scanner.full_due(now) || pass.untracked.due(now);
+            let result = guard_pass::ask_kernel(&pass.scanner, &table, diag.as_mut(), full, now);
+            // A failed scan, or one of lookups only, says nothing about the backlog: keep
+            // the episode.
             if let Some(backlog) = pass.after_scan(&table, result, started) {
                 report_backlog(log, backlog, &mut backlog_reported);
             }
@@ -221,44 +227,62 @@ impl Pass {
         }
     }
 
-    /// One scan's result (begun at `started`): the kernel's CLOSE_WAIT sockets joined to the
-    /// table, hung children's sockets rescued, untracked ones classified. Returns the backlog
-    /// count, or None when the scan failed: then nothing is touched, because a failed scan is
-    /// no list at all — taken as an empty one it would end every CLOSE_WAIT period (timers
-    /// restart, AutoClose is delayed) and forget when each untracked socket was first seen.
+    /// One scan's answer (begun at `started`): applied to the table, hung children's
+    /// sockets rescued, and after a full dump the untracked ones classified. Returns the
+    /// backlog count after a full dump; None after lookups, or when the scan failed: then
+    /// nothing is touched, because a failed scan is no list at all — taken as an empty one
+    /// it would end every CLOSE_WAIT period (timers restart, AutoClose is delayed) and forget
+    /// when each untracked socket was first seen.
     fn after_scan(
         &mut self,
         table: &SharedTable,
-        result: Result<Vec<KernelSocket>, String>,
+        result: Result<guard_pass::Answer, String>,
         started: Instant,
     ) -> Option<usize> {
         let now = mono_ms();
-        if let Ok(sockets) = &result {
-            let outcome = self.scanner.apply(table, sockets, now);
-            history::sample_if_due(table, &outcome, now);
+        let applied = result.map(|a| guard_pass::apply(&mut self.scanner, table, a, now));
+        if let Ok((outcome, _)) = &applied {
+            history::sample_if_due(table, outcome, now);
+            guard_pass::record(table, outcome);
         }
         let cost_us = started.elapsed().as_micros() as u64;
-        election::beat(table, mono_ms(), cost_us, result.is_ok());
-        let sockets = result.ok()?;
-        Some(self.rescue(table, &sockets, now))
+        election::beat(table, mono_ms(), cost_us, applied.is_ok());
+        let (_, dump) = applied.ok()?;
+        self.rescue(table, dump.as_deref(), now)
     }
 
-    /// Hung children's and untracked sockets of a complete scan. Returns the backlog count.
-    fn rescue(&mut self, table: &SharedTable, sockets: &[KernelSocket], now: u64) -> usize {
+    /// Hung children's sockets the scan confirmed, and after a full dump its untracked ones.
+    /// Returns the backlog count after a full dump.
+    fn rescue(
+        &mut self,
+        table: &SharedTable,
+        dump: Option<&[KernelSocket]>,
+        now: u64,
+    ) -> Option<usize> {
         let (log, reach) = (self.log, &mut self.reach);
         let rescue_on = self.can_reach && table.header().rescue.load(Relaxed) != 0;
         let mut out = Vec::new();
-        hung::rescue_hung(table, sockets, now, rescue_on, reach, &mut out);
+        hung::rescue_hung(
+            table,
+            self.scanner.confirmed(),
+            now,
+            rescue_on,
+            reach,
+            &mut out,
+        );
         for r in &out {
             log_rescue(log, r);
         }
-        let mut leaks = Vec::new();
-        let backlog = self
-            .untracked
-            .pass(table, sockets, now, rescue_on, reach, &mut leaks);
-        for e in &leaks {
-            log_leak(log, e);
-        }
+        let backlog = dump.map(|sockets| {
+            let mut leaks = Vec::new();
+            let backlog = self
+                .untracked
+                .pass(table, sockets, now, rescue_on, reach, &mut leaks);
+            for e in &leaks {
+                log_leak(log, e);
+            }
+            backlog
+        });
         let h = table.header();
         if reach.denied_logged {
             h.guard_reach.store(guard_reach::NONE, Relaxed);
@@ -318,21 +342,10 @@ fn log_rescue(log: LogSink, r: &hung::Rescue) {
 mod tests {
     use super::*;
     use crate::config::AutoClose;
+    use crate::kernel::diag_lookup::Lookup;
     use crate::table::HeapTable;
 
     fn no_log(_: Severity, _: messages::MsgId, _: &str) {}
-
-    fn close_wait(inode: u64) -> KernelSocket {
-        KernelSocket {
-            local: "10.0.0.2:80".parse().unwrap(),
-            remote: format!("10.0.0.1:{}", 5000 + inode).parse().unwrap(),
-            state: TCP_CLOSE_WAIT,
-            recv_q: 1,
-            inode,
-            cookie: 0,
-            uid: 33,
-        }
-    }
 
     #[test]
     fn a_failed_scan_ends_no_close_wait_period_and_forgets_nothing() {
@@ -342,9 +355,10 @@ mod tests {
         let h = heap.stuck_connection(100, vhost, 42, 5);
         let since = || t.owned(h).unwrap().close_wait_since(h.tag).unwrap_or(0);
         let mut pass = Pass::new(1, no_log, false);
+        let dump = |v: Vec<KernelSocket>| Ok(guard_pass::Answer::Dump(v));
         // A complete scan: the tracked socket and an untracked one in CLOSE_WAIT.
-        let both = vec![close_wait(42), close_wait(77)];
-        assert_eq!(pass.after_scan(&t, Ok(both), Instant::now()), Some(0));
+        let both = vec![HeapTable::stuck_socket(42), HeapTable::stuck_socket(77)];
+        assert_eq!(pass.after_scan(&t, dump(both), Instant::now()), Some(0));
         assert_eq!((since(), pass.untracked.watching()), (5, 1));
         // A failed scan: no list, so nothing changes (only the error is counted).
         let failed = pass.after_scan(&t, Err("no /proc".into()), Instant::now());
@@ -352,8 +366,18 @@ mod tests {
         assert_eq!(since(), 5, "the CLOSE_WAIT period goes on");
         assert_eq!(pass.untracked.watching(), 1, "the first sighting is kept");
         assert_eq!(t.header().scan_errors.load(Relaxed), 1);
+        // Lookups, the tracked one still in CLOSE_WAIT: nothing is said about the backlog,
+        // and the untracked socket's sighting is kept.
+        let c = pass.scanner.candidates(&t, &[80], &HashSet::new());
+        let found = vec![Lookup::Found(HeapTable::stuck_socket(42))];
+        let lookups = Ok(guard_pass::Answer::Lookups(c, found));
+        assert_eq!(pass.after_scan(&t, lookups, Instant::now()), None);
+        assert_eq!((since(), pass.untracked.watching()), (5, 1));
         // Control: a complete scan that finds nothing does end both.
-        assert_eq!(pass.after_scan(&t, Ok(Vec::new()), Instant::now()), Some(0));
+        assert_eq!(
+            pass.after_scan(&t, dump(Vec::new()), Instant::now()),
+            Some(0)
+        );
         assert_eq!((since(), pass.untracked.watching()), (0, 0));
     }
 }

@@ -10,12 +10,15 @@
 //! stealing a connection from the listen queue.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::config::AutoClose;
+use crate::kernel::diag_lookup::Tuple;
 use crate::kernel::KernelSocket;
 use crate::sys::socket::Refusal;
 use crate::table::layout::{leak_kind, MAX_LEAKS};
+use crate::table::slot::tuple_of;
 use crate::table::SharedTable;
 
 /// A process holding a socket: verified again (start time) before anything is done.
@@ -44,7 +47,7 @@ pub enum Class {
 }
 
 /// A kernel socket's identity: never-accepted sockets have no inode yet, so the 4-tuple too.
-type Key = (u64, std::net::SocketAddr, std::net::SocketAddr);
+type Key = (u64, SocketAddr, SocketAddr);
 
 fn key(k: &KernelSocket) -> Key {
     (k.inode, k.local, k.remote)
@@ -52,6 +55,8 @@ fn key(k: &KernelSocket) -> Key {
 
 struct Seen {
     since: u64,
+    /// When it is to be classified: `since` + its port's timeout.
+    due: u64,
     class: Option<Class>,
     acted: bool,
     /// Shut down by the guard process (not merely reported).
@@ -92,8 +97,17 @@ impl Untracked {
         self.seen.len()
     }
 
-    /// Classifies this scan's untracked sockets, acts on leaked ones that passed their timeout,
-    /// and publishes the list for the status page. Returns the backlog count.
+    /// Whether an untracked socket is due to be classified: the guard process then makes the
+    /// next scan a full dump, so that a leaked socket is acted on at its timeout rather than
+    /// up to a full-scan period later.
+    pub fn due(&self, now: u64) -> bool {
+        self.seen
+            .values()
+            .any(|s| s.class.is_none() && now >= s.due)
+    }
+
+    /// Classifies a full dump's untracked sockets, acts on leaked ones that passed their
+    /// timeout, and publishes the list for the status page. Returns the backlog count.
     pub fn pass(
         &mut self,
         table: &SharedTable,
@@ -109,22 +123,23 @@ impl Untracked {
             self.publish(table, &[]);
             return 0;
         }
-        let tracked = tracked_inodes(table);
+        let tracked = tracked_tuples(table);
         let untracked: Vec<&KernelSocket> = close_wait
             .iter()
-            .filter(|k| k.inode == 0 || !tracked.contains(&k.inode))
+            .filter(|k| !tracked.contains(&tuple(k)))
             .collect();
         let live: HashSet<Key> = untracked.iter().map(|k| key(k)).collect();
         self.seen.retain(|k, _| live.contains(k));
         for k in &untracked {
             self.seen.entry(key(k)).or_insert(Seen {
                 since: now,
+                due: now.saturating_add(timeout_for(table, k.local.port())),
                 class: None,
                 acted: false,
                 closed: false,
             });
         }
-        self.classify_due(table, &untracked, now, holders);
+        self.classify_due(&untracked, now, holders);
         for k in &untracked {
             self.act(table, k, now, rescue_on, holders, out);
         }
@@ -142,19 +157,12 @@ impl Untracked {
 
     /// One /proc walk for every accepted socket that passed its timeout and was not looked at
     /// yet. A socket without an inode was never accepted: backlog if request bytes wait.
-    fn classify_due(
-        &mut self,
-        table: &SharedTable,
-        untracked: &[&KernelSocket],
-        now: u64,
-        holders: &mut impl Holders,
-    ) {
+    fn classify_due(&mut self, untracked: &[&KernelSocket], now: u64, holders: &mut impl Holders) {
         let due: Vec<&KernelSocket> = untracked
             .iter()
             .filter(|k| {
                 let s = &self.seen[&key(k)];
-                s.class.is_none()
-                    && now >= s.since.saturating_add(timeout_for(table, k.local.port()))
+                s.class.is_none() && now >= s.due
             })
             .copied()
             .collect();
@@ -259,14 +267,20 @@ impl Untracked {
     }
 }
 
-fn tracked_inodes(table: &SharedTable) -> HashSet<u64> {
+/// The tuples of the connections the table holds (the join key: the table records no inode
+/// until the scan confirms one).
+fn tracked_tuples(table: &SharedTable) -> HashSet<Tuple> {
     table
         .slots()
         .iter()
-        .filter(|s| s.lease().state.is_held())
-        .map(|s| s.inode.load(Relaxed))
-        .filter(|i| *i != 0)
+        .filter(|s| s.lease().state.is_open())
+        .map(tuple_of)
         .collect()
+}
+
+fn tuple(k: &KernelSocket) -> Tuple {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    (canonical(k.local), canonical(k.remote))
 }
 
 /// The first server registered on `port` (a socket that no connection owns has no request,
@@ -441,9 +455,29 @@ mod tests {
         h.held.insert(10, holder(77, false));
         let mut u = Untracked::default();
         let mut out = Vec::new();
-        u.pass(&t, &[sock(10, 1)], 0, true, &mut h, &mut out);
-        u.pass(&t, &[sock(10, 1)], 9_000, true, &mut h, &mut out);
-        assert_eq!(h.finds, 0);
+        // Joined by tuple: the table holds no inode until the scan confirms one.
+        t.slots()[0].inode.store(0, Relaxed);
+        let k = HeapTable::stuck_socket(10);
+        u.pass(&t, std::slice::from_ref(&k), 0, true, &mut h, &mut out);
+        u.pass(&t, std::slice::from_ref(&k), 9_000, true, &mut h, &mut out);
+        assert_eq!((h.finds, u.watching()), (0, 0));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_socket_is_due_for_classification_at_its_ports_timeout() {
+        let heap = table(AutoClose::On);
+        let t = heap.table();
+        let mut u = Untracked::default();
+        let mut out = Vec::new();
+        let mut h = FakeHolders::default();
+        let mut seen_at = |u: &mut Untracked, now| {
+            u.pass(&t, &[sock(10, 1)], now, true, &mut h, &mut out);
+        };
+        assert!(!u.due(0));
+        seen_at(&mut u, 5_000);
+        assert!(!u.due(5_999) && u.due(6_000), "the vhost's timeout is 1 s");
+        seen_at(&mut u, 6_000);
+        assert!(!u.due(60_000), "classified: not due again");
     }
 }

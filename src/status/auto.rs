@@ -67,6 +67,7 @@ fn server(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o, "SlotsTotal: {}", s.slots_total);
     let _ = writeln!(o, "SlotsUsed: {}", s.slots_used);
     let _ = writeln!(o, "ScanIntervalMs: {}", s.scan_interval_ms);
+    let _ = writeln!(o, "FullScanIntervalMs: {}", s.full_scan_interval_ms);
     let _ = writeln!(o, "GracefulDeadlineMs: {}", s.graceful_deadline_ms);
 }
 
@@ -119,6 +120,9 @@ fn scanner(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o, "Scans: {}", sc.scans);
     let _ = writeln!(o, "ScanErrors: {}", sc.scan_errors);
     let _ = writeln!(o, "LastScanUs: {}", sc.last_scan_us);
+    let _ = writeln!(o, "LastScanLookups: {}", sc.last_scan_lookups);
+    let _ = writeln!(o, "LastScanFull: {}", u8::from(sc.last_scan_full));
+    let _ = writeln!(o, "FullScans: {}", sc.full_scans);
     let _ = writeln!(o, "LastScanAgeMs: {}", sc.last_scan_age_ms);
     let _ = writeln!(o, "GuardProcessPid: {}", sc.guard_pid);
     let _ = writeln!(o, "GuardProcessReach: {}", sc.guard_reach);
@@ -349,6 +353,10 @@ mod tests {
         assert_eq!(one("Scans"), "77");
         assert_eq!(one("ScanErrors"), "2");
         assert_eq!(one("LastScanUs"), "140");
+        assert_eq!(one("LastScanLookups"), "3");
+        assert_eq!(one("LastScanFull"), "0");
+        assert_eq!(one("FullScans"), "15");
+        assert_eq!(one("FullScanIntervalMs"), "5000");
         assert_eq!(one("LastScanAgeMs"), "300");
         assert_eq!(one("ForceClosedHeld"), "1");
         // The classes split the kernel's sockets: tracked ones are stuck, hung or
@@ -396,7 +404,8 @@ mod tests {
         assert_eq!(one("GracefulDeadlineMs"), "30000");
         let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
         let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
-        assert_eq!(at("GracefulDeadlineMs"), at("ScanIntervalMs") + 1);
+        assert_eq!(at("FullScanIntervalMs"), at("ScanIntervalMs") + 1);
+        assert_eq!(at("GracefulDeadlineMs"), at("FullScanIntervalMs") + 1);
         assert_eq!(at("StoppedCgi"), at("Untracked") + 1);
         assert_eq!(at("StoppedChild"), at("StoppedCgi") + 1);
         assert_eq!(at("AbandonedNow"), at("ForceClosedHeld") + 1);

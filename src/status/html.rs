@@ -87,6 +87,10 @@ fn summary(o: &mut String, s: &Snapshot) {
         format!("Restart generation: {}", s.generation),
         format!("Slots: {} used of {}", s.slots_used, s.slots_total),
         format!("Scan interval: {} s", ms_as_secs(s.scan_interval_ms)),
+        format!(
+            "Full scan interval: {} s",
+            ms_as_secs(s.full_scan_interval_ms)
+        ),
         format!("Graceful deadline: {}", off_or_secs(s.graceful_deadline_ms)),
         format!(
             "Connections: {} accepted, {} requests, {} closed, {} open ({})",
@@ -361,13 +365,19 @@ fn scanner(o: &mut String, s: &Snapshot) {
         o.push_str("<p id=\"scanner\">Scanner: no child has scanned yet.</p>\n");
         return;
     }
+    let what = if sc.last_scan_full {
+        "a full dump of the listening ports".to_string()
+    } else {
+        plural(sc.last_scan_lookups, "lookup", "lookups")
+    };
     let _ = writeln!(
         o,
-        "<p id=\"scanner\">Scanner: pid {}, {} ({} failed); the last scan took {} &micro;s, \
-         {} s ago.</p>",
+        "<p id=\"scanner\">Scanner: pid {}, {} ({} failed, {} full); the last scan took {} \
+         &micro;s ({what}), {} s ago.</p>",
         sc.pid,
         plural(sc.scans, "scan", "scans"),
         sc.scan_errors,
+        sc.full_scans,
         sc.last_scan_us,
         ms_as_secs(sc.last_scan_age_ms)
     );
@@ -877,9 +887,13 @@ mod tests {
     fn scanner_line() {
         let p = page();
         assert!(p.contains(
-            "<p id=\"scanner\">Scanner: pid 101, 77 scans (2 failed); the last scan took \
-             140 &micro;s, 0.3 s ago.</p>"
+            "<p id=\"scanner\">Scanner: pid 101, 77 scans (2 failed, 15 full); the last scan \
+             took 140 &micro;s (3 lookups), 0.3 s ago.</p>"
         ));
+        assert!(p.contains("<dt>Full scan interval: 5 s</dt>"), "{p}");
+        let mut full = fixture::snapshot();
+        full.scanner.last_scan_full = true;
+        assert!(render_q(&full, "").contains("(a full dump of the listening ports)"));
         let mut s = fixture::snapshot();
         s.kernel.available = false;
         assert!(render_q(&s, "").contains("Scanner: pid 101"));

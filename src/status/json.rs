@@ -84,7 +84,7 @@ fn server(s: &Snapshot) -> String {
     format!(
         "{{\"version\":{},\"mpm\":{},\"module_version\":{},\"uptime_seconds\":{},\
          \"generation\":{},\"slots_total\":{},\"slots_used\":{},\"scan_interval_ms\":{},\
-         \"graceful_deadline_ms\":{}}}",
+         \"full_scan_interval_ms\":{},\"graceful_deadline_ms\":{}}}",
         js(&s.server_version),
         js(&s.mpm),
         js(&s.module_version),
@@ -93,6 +93,7 @@ fn server(s: &Snapshot) -> String {
         s.slots_total,
         s.slots_used,
         s.scan_interval_ms,
+        s.full_scan_interval_ms,
         s.graceful_deadline_ms
     )
 }
@@ -223,12 +224,16 @@ fn scanner(s: &Snapshot) -> String {
     let sc = &s.scanner;
     format!(
         "{{\"pid\":{},\"scans\":{},\"scan_errors\":{},\"last_scan_us\":{},\
+         \"last_scan_lookups\":{},\"last_scan_full\":{},\"full_scans\":{},\
          \"last_scan_age_ms\":{},\"guard_process_pid\":{},\"guard_process_reach\":\"{}\",\
          \"rescue\":{}}}",
         sc.pid,
         sc.scans,
         sc.scan_errors,
         sc.last_scan_us,
+        sc.last_scan_lookups,
+        sc.last_scan_full,
+        sc.full_scans,
         sc.last_scan_age_ms,
         sc.guard_pid,
         sc.guard_reach,
@@ -667,6 +672,10 @@ mod tests {
         assert_eq!(sc.get("scans").num(), 77.0);
         assert_eq!(sc.get("scan_errors").num(), 2.0);
         assert_eq!(sc.get("last_scan_us").num(), 140.0);
+        assert_eq!(sc.get("last_scan_lookups").num(), 3.0);
+        assert_eq!(sc.get("last_scan_full"), &V::Bool(false));
+        assert_eq!(sc.get("full_scans").num(), 15.0);
+        assert_eq!(v.get("server").get("full_scan_interval_ms").num(), 5_000.0);
         assert_eq!(sc.get("last_scan_age_ms").num(), 300.0);
 
         // Distinct numbers, so a swapped key would show.

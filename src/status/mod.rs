@@ -217,6 +217,7 @@ pub(crate) mod fixture {
             slots_total: 1024,
             slots_used: 4,
             scan_interval_ms: 1_000,
+            full_scan_interval_ms: 5_000,
             graceful_deadline_ms: 30_000,
             totals: Totals {
                 accepted: 1_000,
@@ -339,6 +340,9 @@ pub(crate) mod fixture {
                 scans: 77,
                 scan_errors: 2,
                 last_scan_us: 140,
+                last_scan_lookups: 3,
+                last_scan_full: false,
+                full_scans: 15,
                 last_scan_age_ms: 300,
                 guard_pid: 100,
                 guard_reach: "children",

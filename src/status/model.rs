@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub slots_total: u64,
     pub slots_used: u64,
     pub scan_interval_ms: u64,
+    /// SocketGuardFullScanInterval in ms.
+    pub full_scan_interval_ms: u64,
     /// SocketGuardGracefulDeadline in ms (0: Off).
     pub graceful_deadline_ms: u64,
     pub totals: Totals,
@@ -106,8 +108,14 @@ pub struct ScannerInfo {
     pub pid: u32,
     pub scans: u64,
     pub scan_errors: u64,
-    /// Duration of the last scan (kernel dump + join with the table), microseconds.
+    /// Duration of the last scan (kernel lookups or dump + join with the table), microseconds.
     pub last_scan_us: u64,
+    /// Exact kernel lookups the last scan made (0 for a full dump).
+    pub last_scan_lookups: u64,
+    /// Whether the last scan was a full dump of our ports.
+    pub last_scan_full: bool,
+    /// Full dumps so far.
+    pub full_scans: u64,
     /// Milliseconds since the last scan finished.
     pub last_scan_age_ms: u64,
     /// The guard process (0: none running).

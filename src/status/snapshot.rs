@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::model::*;
 use crate::config::AutoClose;
+use crate::kernel::diag_lookup::Tuple;
 use crate::kernel::KernelSocket;
 use crate::table::layout::{leak_kind, HISTOGRAM_BOUNDS_MS};
 use crate::table::shared::LeakView;
@@ -40,7 +41,7 @@ pub fn build(
     snap.children = read_children(t, &seen.open_per_pid, now_mono_ms);
     snap.kernel = kernel_view(
         kernel,
-        &seen.inodes,
+        &seen.tuples,
         &snap.connections,
         &t.leak_rows(),
         now_mono_ms,
@@ -50,6 +51,10 @@ pub fn build(
     snap.leaks = super::leaks::read_leaks(t);
     snap.history = super::leaks::read_history(t);
     snap
+}
+
+fn canonical(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// A snapshot with no table: server info, every open state at 0, the histogram's shape.
@@ -78,6 +83,7 @@ fn read_header(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) {
     snap.generation = h.generation.load(Relaxed);
     snap.slots_total = t.nslots() as u64;
     snap.scan_interval_ms = h.scan_interval_ms.load(Relaxed);
+    snap.full_scan_interval_ms = h.full_scan_interval_ms.load(Relaxed);
     snap.graceful_deadline_ms = h.graceful_deadline_ms.load(Relaxed);
     let c = t.totals();
     snap.totals.accepted = c.accepted;
@@ -123,11 +129,12 @@ fn read_vhosts(t: &SharedTable) -> Vec<VhostRow> {
 }
 
 /// What the walk over the slots found besides the rows: open connections per child, the
-/// row of each tracked inode, and whether a socket sat in CLOSE_WAIT too long.
+/// row of each tracked connection by its tuple, and whether a socket sat in CLOSE_WAIT too
+/// long.
 #[derive(Default)]
 struct Seen {
     open_per_pid: HashMap<u32, u64>,
-    inodes: HashMap<u64, usize>,
+    tuples: HashMap<Tuple, usize>,
     any_overdue: bool,
 }
 
@@ -147,15 +154,13 @@ fn read_connections(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) -> S
         // still runs is `handling` here.
         let handling = v.state == SlotState::Handling;
         let shown = display_state(&v);
-        let (vhost, inode) = (v.vhost, v.inode);
+        let (vhost, tuple) = (v.vhost, (canonical(v.local), canonical(v.client)));
         let row = conn_row(t, v, shown, now_mono_ms);
         count(snap, &mut seen, &row, vhost);
         if row.abandoned_ms.is_some() && handling {
             snap.totals.abandoned_now += 1;
         }
-        if inode != 0 {
-            seen.inodes.insert(inode, snap.connections.len());
-        }
+        seen.tuples.insert(tuple, snap.connections.len());
         snap.connections.push(row);
     }
     seen
@@ -271,6 +276,9 @@ fn scanner_info(t: &SharedTable, now_mono_ms: u64) -> ScannerInfo {
         scans: h.scans.load(Relaxed),
         scan_errors: h.scan_errors.load(Relaxed),
         last_scan_us: h.last_scan_us.load(Relaxed),
+        last_scan_lookups: h.last_scan_lookups.load(Relaxed),
+        last_scan_full: h.last_scan_full.load(Relaxed) != 0,
+        full_scans: h.full_scans.load(Relaxed),
         last_scan_age_ms: now_mono_ms.saturating_sub(h.scanner_beat_mono_ms.load(Relaxed)),
         guard_pid: h.guard_pid.load(Relaxed),
         guard_reach: match h.guard_reach.load(Relaxed) {
@@ -299,7 +307,8 @@ fn classify(t: &SharedTable, pid: u32, now_mono_ms: u64) -> CloseWaitClass {
     }
 }
 
-/// Joins the kernel's CLOSE_WAIT sockets with the tracked connections (by inode) and puts
+/// Joins the kernel's CLOSE_WAIT sockets with the tracked connections (by their tuple: the
+/// table records no inode until the scan confirms one) and puts
 /// each in one class. A tracked socket the scanner has not marked yet counts as `stuck`. An
 /// untracked one is `leaked` or `backlog` when the guard process's list (`leaks`) says so,
 /// `untracked` otherwise; only sockets the kernel shows now are counted or listed.
@@ -308,7 +317,7 @@ fn classify(t: &SharedTable, pid: u32, now_mono_ms: u64) -> CloseWaitClass {
 /// socket has been known to the guard process for `LEAK_AFTER_MS`.
 fn kernel_view(
     kernel: Result<Vec<KernelSocket>, String>,
-    tracked_inodes: &HashMap<u64, usize>,
+    tracked: &HashMap<Tuple, usize>,
     rows: &[ConnRow],
     leaks: &[LeakView],
     now_mono_ms: u64,
@@ -330,7 +339,8 @@ fn kernel_view(
     };
     let leaks: HashMap<u64, &LeakView> = leaks.iter().map(|l| (l.inode, l)).collect();
     for s in &sockets {
-        match tracked_inodes.get(&s.inode).map(|&i| &rows[i]) {
+        let tuple = (canonical(s.local), canonical(s.remote));
+        match tracked.get(&tuple).map(|&i| &rows[i]) {
             None => match leaks.get(&s.inode) {
                 Some(l) if l.kind == leak_kind::LEAKED => {
                     view.leaked_count += 1;
@@ -383,16 +393,9 @@ mod tests {
     use crate::table::HeapTable;
     use std::sync::atomic::Ordering::Relaxed;
 
+    /// The kernel's socket for `stuck_connection(_, _, inode, _)` (its tuple).
     fn kernel_socket(inode: u64) -> KernelSocket {
-        KernelSocket {
-            local: "10.0.0.2:80".parse().unwrap(),
-            remote: "10.0.0.1:5000".parse().unwrap(),
-            state: crate::kernel::TCP_CLOSE_WAIT,
-            recv_q: 1,
-            inode,
-            cookie: 0,
-            uid: 33,
-        }
+        HeapTable::stuck_socket(inode)
     }
 
     #[test]

@@ -59,25 +59,45 @@ impl SharedTable {
     }
 
     /// Moves the connection to `state` (its fields, written after `claim`, are published by it).
+    /// Nothing is written when it is in that state already (a lingering close after a request
+    /// that closed the connection: log_transaction set `closing` before).
     pub fn set_state(&self, handle: SlotHandle, state: SlotState, now_mono_ms: u64) {
-        let Some(slot) = self.owned(handle) else {
+        self.transition(handle, state, || now_mono_ms);
+    }
+
+    /// `set_state` for the hooks: the clock is read only when the state changes.
+    pub fn enter(&self, handle: SlotHandle, state: SlotState) {
+        self.transition(handle, state, crate::clock::mono_ms);
+    }
+
+    fn transition(&self, handle: SlotHandle, state: SlotState, now: impl FnOnce() -> u64) {
+        let Some(slot) = self.slots().get(handle.index as usize) else {
             return;
         };
-        slot.state_since_mono_ms.store(now_mono_ms, Relaxed);
-        crash::point();
         let l = slot.lease();
-        if l.tag == handle.tag && l.pid == handle.pid && l.state.is_held() {
-            slot.swap_lease(l, l.with_state(state));
+        if l.tag != handle.tag || l.pid != handle.pid || !l.state.is_held() || l.state == state {
+            return;
+        }
+        slot.state_since_mono_ms.store(now(), Relaxed);
+        crash::point();
+        // Only the holder changes a held lease's state; the swap fails if a reclaimer took it.
+        if slot.swap_lease(l, l.with_state(state)) {
+            self.note_transition(handle.index as usize, state);
         }
     }
 
     /// Frees a slot when its connection ends normally. False if the handle no longer held it.
     pub fn release(&self, handle: SlotHandle) -> bool {
-        let Some(slot) = self.owned(handle) else {
+        let Some(slot) = self.slots().get(handle.index as usize) else {
             return false;
         };
+        let l = slot.lease();
+        if l.tag != handle.tag || l.pid != handle.pid || !l.state.is_held() {
+            return false;
+        }
         self.end_close_wait(slot, handle.tag);
-        slot.end(slot.lease(), End::Closed)
+        // The in-flight bit, if set, is left to the scanner's sweep.
+        slot.end(l, End::Closed)
     }
 
     /// Frees every slot still held by `pid` (the child is exiting; atomics only: prefork runs
@@ -126,15 +146,11 @@ impl Slot {
             field.store(now_mono_ms, Relaxed);
             crash::point();
         }
-        for field in [
-            &self.requests,
-            &self.acked_bytes,
-            &self.abandoned_since_mono_ms,
-            &self.inode,
-        ] {
-            field.store(0, Relaxed);
-            crash::point();
-        }
+        // acked_bytes, abandoned_since_mono_ms and inode are not reset: each means something
+        // only under a flag or a mark of this claim (FLAG_SAMPLED, FLAG_ABANDONED, the
+        // CLOSE_WAIT mark), which the writer sets after it, and both start cleared.
+        self.requests.store(0, Relaxed);
+        crash::point();
         self.flags.store(0, Relaxed);
         crash::point();
         self.write_text(b"", b"");

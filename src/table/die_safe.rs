@@ -24,8 +24,13 @@ const LIVE: u32 = 555;
 
 /// The table is healed: checks every invariant the protocols promise after a reclaim pass.
 fn assert_healed(t: &SharedTable, dead: &HashSet<u32>, before: &Totals, what: &str) {
+    let in_flight = t.flagged_in_flight();
     for (i, slot) in t.slots().iter().enumerate() {
         let l = slot.lease();
+        assert!(
+            !l.state.in_flight() || in_flight.contains(&i),
+            "{what}: slot {i} in flight without its bit: {l:?}"
+        );
         assert!(
             !dead.contains(&l.pid),
             "{what}: slot {i} still held by a dead pid: {l:?}"
@@ -134,7 +139,6 @@ fn whole_connection(t: &SharedTable) {
     let slot = t.owned(h).unwrap();
     slot.set_socket(
         5,
-        42,
         &"10.0.0.1:1".parse().unwrap(),
         &"10.0.0.2:80".parse().unwrap(),
         0,

@@ -68,8 +68,32 @@ impl HeapTable {
         i
     }
 
-    /// A connection of `pid` on `vhost` (fd 7, socket `inode`), handling `GET /slow`, that the
-    /// scan first saw in CLOSE_WAIT at `since`.
+    /// The (local, client) tuple of `stuck_connection(_, _, inode, _)`: 10.0.0.2:80 and
+    /// 10.0.0.1, port 5000 + inode, so that each test socket has its own tuple.
+    pub(crate) fn stuck_tuple(inode: u64) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let port = 5_000u16.wrapping_add(inode as u16);
+        (
+            "10.0.0.2:80".parse().unwrap(),
+            std::net::SocketAddr::new([10, 0, 0, 1].into(), port),
+        )
+    }
+
+    /// The kernel's CLOSE_WAIT socket of `stuck_connection(_, _, inode, _)`.
+    pub(crate) fn stuck_socket(inode: u64) -> crate::kernel::KernelSocket {
+        let (local, remote) = Self::stuck_tuple(inode);
+        crate::kernel::KernelSocket {
+            local,
+            remote,
+            state: crate::kernel::TCP_CLOSE_WAIT,
+            recv_q: 1,
+            inode,
+            cookie: 0,
+            uid: 33,
+        }
+    }
+
+    /// A connection of `pid` on `vhost` (fd 7, socket `inode`, tuple `stuck_tuple(inode)`),
+    /// handling `GET /slow`, that the scan first saw in CLOSE_WAIT at `since`.
     pub(crate) fn stuck_connection(
         &self,
         pid: u32,
@@ -80,13 +104,10 @@ impl HeapTable {
         let t = self.table;
         let h = t.claim(pid, 0, 0).expect("a free slot");
         let s = t.owned(h).expect("just claimed");
-        s.set_socket(
-            7,
-            inode,
-            &"10.0.0.1:5000".parse().unwrap(),
-            &"10.0.0.2:80".parse().unwrap(),
-            vhost,
-        );
+        let (local, client) = Self::stuck_tuple(inode);
+        s.set_socket(7, &client, &local, vhost);
+        // What the scan records with the mark: the kernel's inode for the tuple.
+        s.inode.store(inode, std::sync::atomic::Ordering::Relaxed);
         s.write_text(b"GET", b"/slow");
         t.set_state(h, super::state::SlotState::Handling, 0);
         t.mark_close_wait(s, h.tag, since);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -61,9 +61,17 @@ pub struct Header {
     pub scanner_beat_mono_ms: AtomicU64,
     pub scans: AtomicU64,
     pub scan_errors: AtomicU64,
-    /// Duration of the last scan (dump + join), microseconds.
+    /// Duration of the last scan (lookups or dump, and the join), microseconds.
     pub last_scan_us: AtomicU64,
-    pub _reserved2: AtomicU64,
+    /// Exact kernel lookups the last scan made (one per in-flight connection it checked).
+    pub last_scan_lookups: AtomicU64,
+    /// SocketGuardFullScanInterval: how often the scan is a full dump of our ports instead
+    /// (what the table cannot name: leaked, backlog, untracked).
+    pub full_scan_interval_ms: AtomicU64,
+    /// Full dumps so far, and whether the last scan was one (1) or lookups only (0).
+    pub full_scans: AtomicU64,
+    pub last_scan_full: AtomicU32,
+    pub _reserved4: AtomicU32,
     /// CLOCK_MONOTONIC ms of the last restart (when `generation` last grew).
     pub restart_mono_ms: AtomicU64,
     /// SocketGuardGracefulDeadline in ms (0: Off).
@@ -297,6 +305,8 @@ pub struct Layout {
     pub vhosts_offset: usize,
     pub children_offset: usize,
     pub slots_offset: usize,
+    /// One bit per slot: a connection in flight (`inflight.rs`).
+    pub inflight_offset: usize,
     /// The leak report and the history ring: fixed sizes, after the parts sized by the
     /// configuration.
     pub report_offset: usize,
@@ -305,11 +315,13 @@ pub struct Layout {
 }
 
 impl Layout {
+    #[inline(always)]
     pub fn new(nslots: usize, nchildren: usize) -> Layout {
         let vhosts_offset = align64(std::mem::size_of::<Header>());
         let children_offset = align64(vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>());
         let slots_offset = align64(children_offset + nchildren * std::mem::size_of::<ChildRow>());
-        let report_offset = align64(slots_offset + nslots * std::mem::size_of::<Slot>());
+        let inflight_offset = align64(slots_offset + nslots * std::mem::size_of::<Slot>());
+        let report_offset = align64(inflight_offset + inflight_words(nslots) * 8);
         let history_offset = align64(report_offset + REPORT_BYTES);
         let total_size = align64(history_offset + HISTORY_BYTES);
         Layout {
@@ -318,11 +330,17 @@ impl Layout {
             vhosts_offset,
             children_offset,
             slots_offset,
+            inflight_offset,
             report_offset,
             history_offset,
             total_size,
         }
     }
+}
+
+/// Words of the in-flight bitmap for `nslots` slots.
+pub const fn inflight_words(nslots: usize) -> usize {
+    nslots.div_ceil(64)
 }
 
 #[cfg(test)]
@@ -337,13 +355,15 @@ mod tests {
             l.children_offset >= l.vhosts_offset + MAX_VHOSTS * std::mem::size_of::<VhostRow>()
         );
         assert!(l.slots_offset >= l.children_offset + 10 * std::mem::size_of::<ChildRow>());
-        assert!(l.report_offset >= l.slots_offset + 100 * std::mem::size_of::<Slot>());
+        assert!(l.inflight_offset >= l.slots_offset + 100 * std::mem::size_of::<Slot>());
+        assert!(l.report_offset >= l.inflight_offset + 2 * 8);
         assert!(l.history_offset >= l.report_offset + REPORT_BYTES);
         assert!(l.total_size >= l.history_offset + HISTORY_BYTES);
         for off in [
             l.vhosts_offset,
             l.children_offset,
             l.slots_offset,
+            l.inflight_offset,
             l.report_offset,
             l.history_offset,
             l.total_size,
@@ -364,12 +384,13 @@ mod tests {
         assert_eq!(HISTORY_BYTES, 40_384);
     }
 
-    /// The figures docs/leak-report.md and docs/directives.md give: a slot is 296 bytes, and
-    /// Debian's event defaults (4,160 slots, 48 child rows) make a 2,044,800-byte segment.
+    /// The figures docs/leak-report.md and docs/directives.md give: a slot is 296 bytes (and
+    /// one bit of the in-flight bitmap), and Debian's event defaults (4,160 slots, 48 child
+    /// rows) make a 2,045,376-byte segment.
     #[test]
     fn the_documented_segment_size_for_debians_event_defaults() {
         assert_eq!(std::mem::size_of::<Slot>(), 296);
-        assert_eq!(Layout::new(4_160, 48).total_size, 2_044_800);
+        assert_eq!(Layout::new(4_160, 48).total_size, 2_045_376);
     }
 
     #[test]

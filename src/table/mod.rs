@@ -7,6 +7,7 @@ mod conn;
 pub mod crash;
 pub mod heap;
 pub mod history;
+mod inflight;
 pub mod layout;
 pub mod lease;
 mod marks;

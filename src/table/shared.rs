@@ -35,10 +35,14 @@ impl std::fmt::Display for TableError {
     }
 }
 
+/// The capacities, not the offsets: every accessor computes the one offset it needs
+/// (`layout()`, inlined), which on the per-connection path is a few instructions instead of
+/// the whole layout per handle.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedTable {
     base: NonNull<u8>,
-    layout: Layout,
+    nslots: usize,
+    nchildren: usize,
 }
 
 // SAFETY: every field reachable through the handle is an atomic (see layout.rs), so concurrent
@@ -107,11 +111,7 @@ impl SharedTable {
     /// The handle as (base, slots, child rows), to be rebuilt by `from_parts` without storing
     /// the handle itself (`runtime` keeps these in atomics).
     pub fn parts(&self) -> (*mut u8, usize, usize) {
-        (
-            self.base.as_ptr(),
-            self.layout.nslots,
-            self.layout.nchildren,
-        )
+        (self.base.as_ptr(), self.nslots, self.nchildren)
     }
 
     /// Rebuilds a handle from `parts`.
@@ -122,7 +122,8 @@ impl SharedTable {
         SharedTable {
             // SAFETY: per the contract, base came from a NonNull.
             base: unsafe { NonNull::new_unchecked(base) },
-            layout: Layout::new(nslots, nchildren),
+            nslots,
+            nchildren,
         }
     }
 
@@ -141,7 +142,16 @@ impl SharedTable {
         if !(base.as_ptr() as usize).is_multiple_of(64) {
             return Err(TableError::Misaligned);
         }
-        Ok(SharedTable { base, layout })
+        Ok(SharedTable {
+            base,
+            nslots: layout.nslots,
+            nchildren: layout.nchildren,
+        })
+    }
+
+    #[inline(always)]
+    fn layout(&self) -> Layout {
+        Layout::new(self.nslots, self.nchildren)
     }
 
     fn part<T>(&self, offset: usize, count: usize) -> &[T] {
@@ -157,23 +167,27 @@ impl SharedTable {
         &self.part::<Header>(0, 1)[0]
     }
     pub fn vhosts(&self) -> &[VhostRow] {
-        self.part(self.layout.vhosts_offset, MAX_VHOSTS)
+        self.part(self.layout().vhosts_offset, MAX_VHOSTS)
     }
     pub fn children(&self) -> &[ChildRow] {
-        self.part(self.layout.children_offset, self.layout.nchildren)
+        self.part(self.layout().children_offset, self.nchildren)
     }
     pub fn slots(&self) -> &[Slot] {
-        self.part(self.layout.slots_offset, self.layout.nslots)
+        self.part(self.layout().slots_offset, self.nslots)
+    }
+    /// The in-flight bitmap: bit `i % 64` of word `i / 64` for slot `i`.
+    pub fn inflight(&self) -> &[std::sync::atomic::AtomicU64] {
+        self.part(self.layout().inflight_offset, inflight_words(self.nslots))
     }
     /// The leak report of every vhost row (same index as `vhosts`).
     pub fn reports(&self) -> &[VhostReport] {
-        self.part(self.layout.report_offset, MAX_VHOSTS)
+        self.part(self.layout().report_offset, MAX_VHOSTS)
     }
     pub fn history(&self) -> &History {
-        &self.part::<History>(self.layout.history_offset, 1)[0]
+        &self.part::<History>(self.layout().history_offset, 1)[0]
     }
     pub fn nslots(&self) -> usize {
-        self.layout.nslots
+        self.nslots
     }
     pub fn counters(&self) -> &Counters {
         &self.header().counters
@@ -316,10 +330,18 @@ pub struct LeakView {
 /// never show (this keeps the per-request cost to a few stores).
 pub(crate) fn write_bytes(words: &[std::sync::atomic::AtomicU64], bytes: &[u8]) -> usize {
     let len = bytes.len().min(words.len() * 8);
-    for (w, chunk) in words.iter().zip(bytes[..len].chunks(8)) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
+    // Whole words as plain loads, the tail byte by byte: no memcpy call per word.
+    let mut whole = bytes[..len].chunks_exact(8);
+    let mut n = 0;
+    for (w, chunk) in words.iter().zip(&mut whole) {
+        let word: [u8; 8] = chunk.try_into().unwrap_or_default();
         w.store(u64::from_le_bytes(word), Relaxed);
+        n += 1;
+    }
+    let tail = whole.remainder();
+    if let (false, Some(w)) = (tail.is_empty(), words.get(n)) {
+        let word = tail.iter().rev().fold(0u64, |acc, &b| acc << 8 | b as u64);
+        w.store(word, Relaxed);
     }
     len
 }

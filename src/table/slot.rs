@@ -50,15 +50,18 @@ pub struct SlotView {
 }
 
 fn store_addr(ip: &[AtomicU32; 4], port: &AtomicU32, addr: &SocketAddr) {
-    let (v6, flag) = match addr.ip() {
-        IpAddr::V4(v4) => (v4.to_ipv6_mapped(), 0),
-        IpAddr::V6(v6) => (v6, IPV6_FLAG),
+    // Four big-endian words of the IPv6 form (IPv4 as ::ffff:a.b.c.d), written directly: this
+    // runs twice per accepted connection.
+    let (words, flag) = match addr.ip() {
+        IpAddr::V4(v4) => ([0, 0, 0xffff, u32::from(v4)], 0),
+        IpAddr::V6(v6) => {
+            let n = u128::from(v6);
+            let w = |i: u32| (n >> (96 - 32 * i)) as u32;
+            ([w(0), w(1), w(2), w(3)], IPV6_FLAG)
+        }
     };
-    for (word, chunk) in ip.iter().zip(v6.octets().chunks(4)) {
-        word.store(
-            u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
-            Relaxed,
-        );
+    for (word, value) in ip.iter().zip(words) {
+        word.store(value, Relaxed);
     }
     port.store(addr.port() as u32 | flag, Relaxed);
 }
@@ -82,19 +85,23 @@ pub fn client_of(slot: &Slot) -> SocketAddr {
     load_addr(&slot.client_ip, &slot.client_port)
 }
 
+/// The connection's (local, client) addresses as the kernel names them (an IPv4 client of an
+/// IPv6 listener as IPv4): the key of a lookup and of the join with a dump.
+pub fn tuple_of(slot: &Slot) -> (SocketAddr, SocketAddr) {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    (
+        canonical(load_addr(&slot.local_ip, &slot.local_port)),
+        canonical(client_of(slot)),
+    )
+}
+
 impl Slot {
-    /// Records the socket's identity at accept time (owner only, before publishing a state).
-    pub fn set_socket(
-        &self,
-        fd: i32,
-        inode: u64,
-        client: &SocketAddr,
-        local: &SocketAddr,
-        vhost: u32,
-    ) {
+    /// Records the connection at accept time (owner only, before publishing a state): the
+    /// descriptor, the 4-tuple the scan looks the socket up by, the arrival vhost. The socket's
+    /// inode is not read here (an fstat per connection): the scan records the kernel's when it
+    /// first sees the socket in CLOSE_WAIT, before the mark that lets anyone act on it.
+    pub fn set_socket(&self, fd: i32, client: &SocketAddr, local: &SocketAddr, vhost: u32) {
         self.fd.store(fd, Relaxed);
-        crash::point();
-        self.inode.store(inode, Relaxed);
         crash::point();
         self.vhost.store(vhost, Relaxed);
         crash::point();

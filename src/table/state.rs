@@ -33,6 +33,19 @@ pub enum SlotState {
     EndingReclaimed = 12,
 }
 
+/// `from_u32` for the values a lease's state byte can hold.
+const BY_VALUE: [SlotState; 256] = {
+    let mut t = [SlotState::Free; 256];
+    t[1] = SlotState::Claiming;
+    t[2] = SlotState::Reading;
+    t[3] = SlotState::Handling;
+    t[4] = SlotState::Keepalive;
+    t[5] = SlotState::Closing;
+    t[11] = SlotState::EndingClosed;
+    t[12] = SlotState::EndingReclaimed;
+    t
+};
+
 impl SlotState {
     /// The state a lease word's state bits name. Any other value (a table written by a
     /// compromised child, which runs as `User` and can write anything) reads as `Free`, which
@@ -42,16 +55,8 @@ impl SlotState {
     /// with state 0 and so fails against the unknown state bits. The slot stays out of use
     /// until a valid word is written; nothing acts on its (equally untrusted) fields.
     pub fn from_u32(v: u32) -> SlotState {
-        match v {
-            1 => SlotState::Claiming,
-            2 => SlotState::Reading,
-            3 => SlotState::Handling,
-            4 => SlotState::Keepalive,
-            5 => SlotState::Closing,
-            11 => SlotState::EndingClosed,
-            12 => SlotState::EndingReclaimed,
-            _ => SlotState::Free,
-        }
+        // A table lookup: every lease read decodes its state, several times per connection.
+        BY_VALUE.get(v as usize).copied().unwrap_or(SlotState::Free)
     }
 
     /// Held by a live claim: the owner may still change it (not free, not being freed).

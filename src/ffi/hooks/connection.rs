@@ -44,10 +44,6 @@ callback!(
         // Apache has closed the socket — it only frees the slot and never touches the fd.
         unsafe {
             let data = conn::set_track(c, ConnTrack { handle });
-            if data.is_null() {
-                table.release(handle);
-                return OK;
-            }
             b::apr_pool_cleanup_register(
                 c.pool,
                 data,
@@ -60,19 +56,13 @@ callback!(
     }
 );
 
-/// Records the accepted socket's fd, inode, addresses and arrival vhost in the claimed slot.
+/// Records the accepted socket's fd, addresses and arrival vhost in the claimed slot. The
+/// local address is exact: Apache's core asks the socket for it (getsockname) when the
+/// listener is a wildcard, so the tuple names the connection for the scan's lookups.
 fn record_socket(table: &SharedTable, handle: SlotHandle, c: &b::conn_rec, csd: *mut c_void) {
     let mut fd: b::apr_os_sock_t = -1;
     // SAFETY: csd is the apr_socket_t of this connection; apr_os_sock_get writes its fd.
     unsafe { b::apr_os_sock_get(&mut fd, csd as *mut b::apr_socket_t) };
-    let inode = crate::sys::socket::inode(fd).unwrap_or_else(|e| {
-        log::debug(
-            c.base_server,
-            messages::SOCKET_IDENTITY,
-            &format!("cannot read socket inode of fd {fd}: {e}"),
-        );
-        0
-    });
     // SAFETY: base_server and the addresses are set by the core before pre_connection.
     let (vhost, client, local) = unsafe {
         let vhost = server_conf::of(c.base_server)
@@ -85,7 +75,7 @@ fn record_socket(table: &SharedTable, handle: SlotHandle, c: &b::conn_rec, csd: 
         )
     };
     if let Some(slot) = table.owned(handle) {
-        slot.set_socket(fd, inode, &client, &local, vhost);
+        slot.set_socket(fd, &client, &local, vhost);
     }
     if let Some(row) = table.vhost(vhost) {
         row.accepted.fetch_add(1, Relaxed);
@@ -98,7 +88,7 @@ callback!(
     pub fn pre_close_connection(c: &b::conn_rec) -> c_int {
         // SAFETY: c is a live conn_rec.
         if let (Some(t), Some(table)) = (unsafe { conn::track_of(c) }, runtime::table()) {
-            table.set_state(t.handle, SlotState::Closing, mono_ms());
+            table.enter(t.handle, SlotState::Closing);
         }
         OK
     }
@@ -108,9 +98,8 @@ callback!(
     /// Connection pool cleanup: the connection is over, free its slot.
     #[on_panic(0, "connection cleanup")]
     fn connection_cleanup(data: *mut c_void) -> b::apr_status_t {
-        // SAFETY: `data` is the ConnTrack registered with this cleanup, still in the pool.
-        let track = unsafe { *(data as *const ConnTrack) };
-        if let Some(table) = runtime::table() {
+        // `data` is the word set_track made (never dereferenced).
+        if let (Some(track), Some(table)) = (ConnTrack::from_word(data), runtime::table()) {
             table.release(track.handle);
         }
         0

@@ -143,6 +143,8 @@ fn open_table(s: &b::server_rec, main: &ServerConfig) -> Option<SharedTable> {
 fn publish_settings(table: &SharedTable, main: &ServerConfig) {
     let h = table.header();
     h.scan_interval_ms.store(main.scan_interval_ms(), Relaxed);
+    h.full_scan_interval_ms
+        .store(main.full_scan_interval_ms(), Relaxed);
     h.hung_child_timeout_ms
         .store(main.hung_child_timeout_ms(), Relaxed);
     h.graceful_deadline_ms

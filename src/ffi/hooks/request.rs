@@ -4,7 +4,6 @@
 use std::ffi::c_int;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::clock::mono_ms;
 use crate::ffi::bindings as b;
 use crate::ffi::boundary::guarded;
 use crate::ffi::conn;
@@ -34,8 +33,13 @@ pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
         let vhost = unsafe { server_conf::of(rr.server) }
             .map(|s| s.vhost_index)
             .unwrap_or(0);
-        let old = slot.vhost.swap(vhost, Relaxed);
-        let first = slot.requests.fetch_add(1, Relaxed) == 0;
+        // Only the slot's holder writes these two: plain loads and stores, no locked
+        // instructions.
+        let old = slot.vhost.load(Relaxed);
+        slot.vhost.store(vhost, Relaxed);
+        let served = slot.requests.load(Relaxed);
+        slot.requests.store(served + 1, Relaxed);
+        let first = served == 0;
         if first && old != vhost {
             // "Accepted" per vhost counts a connection where its first request went.
             if let Some(row) = table.vhost(old) {
@@ -52,7 +56,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut b::request_rec) -> c_int {
         // SAFETY: method and parsed_uri.path are null or NUL-terminated strings in r->pool.
         let (method, path) = unsafe { (conn::bytes(rr.method), conn::bytes(rr.parsed_uri.path)) };
         slot.write_text(method, path);
-        table.set_state(track.handle, SlotState::Handling, mono_ms());
+        table.enter(track.handle, SlotState::Handling);
         DECLINED
     })
 }
@@ -76,7 +80,7 @@ pub unsafe extern "C" fn log_transaction(r: *mut b::request_rec) -> c_int {
         } else {
             SlotState::Closing
         };
-        table.set_state(track.handle, state, mono_ms());
+        table.enter(track.handle, state);
         DECLINED
     })
 }
