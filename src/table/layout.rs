@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SGUARD\0\x01");
 /// Bump whenever any struct in this file, or a stored enum value, changes.
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Rows for distinct `name:port` servers; more than this share the last row ("other").
 pub const MAX_VHOSTS: usize = 256;
@@ -25,7 +25,9 @@ pub const HISTOGRAM_BOUNDS_MS: [u64; 10] = [
     100, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000,
 ];
 pub const METHOD_BYTES: usize = 16;
-pub const PATH_BYTES: usize = 128;
+pub const PATH_BYTES: usize = 96;
+// Both lengths share one word of a slot (`Slot::text_len`), a byte each.
+const _: () = assert!(METHOD_BYTES < 256 && PATH_BYTES < 256);
 
 /// The only server-wide counter stored as such: connections that found no free slot. Every
 /// other total is derived (`totals`): from the slots (accepted, closed, reclaimed, open) or
@@ -202,15 +204,14 @@ pub struct Slot {
     pub close_wait_mark: AtomicU64,
     pub requests: AtomicU64,
     pub text_seq: AtomicU32,
-    pub method_len: AtomicU32,
-    pub path_len: AtomicU32,
+    /// `method length | path length << 8`, one store under the seqlock (both fit a byte).
+    pub text_len: AtomicU32,
     /// `slot::FLAG_*` bits: what the guard already did to this connection.
     pub flags: AtomicU32,
     /// `tag | LEAK_SEEN` once the scanner counted this connection in the leak report
     /// (`report.rs`). Like a CLOSE_WAIT mark, a value of an older claim is no value, so
     /// nothing resets it at claim time.
     pub leak_seen: AtomicU32,
-    pub _reserved: AtomicU32,
     /// The peer's `tcpi_bytes_acked` when the guard last looked (FLAG_SAMPLED): a CLOSE_WAIT
     /// socket whose peer keeps acknowledging data is a half-closed client still reading.
     pub acked_bytes: AtomicU64,
@@ -384,20 +385,20 @@ mod tests {
         assert_eq!(HISTORY_BYTES, 40_384);
     }
 
-    /// The figures docs/leak-report.md and docs/directives.md give: a slot is 296 bytes (and
+    /// The figures docs/leak-report.md and docs/directives.md give: a slot is 256 bytes (and
     /// one bit of the in-flight bitmap), and Debian's event defaults (4,160 slots, 48 child
-    /// rows) make a 2,045,376-byte segment.
+    /// rows) make a 1,878,976-byte segment.
     #[test]
     fn the_documented_segment_size_for_debians_event_defaults() {
-        assert_eq!(std::mem::size_of::<Slot>(), 296);
-        assert_eq!(Layout::new(4_160, 48).total_size, 2_045_376);
+        assert_eq!(std::mem::size_of::<Slot>(), 256);
+        assert_eq!(Layout::new(4_160, 48).total_size, 1_878_976);
     }
 
     #[test]
     fn slot_stays_small() {
-        // The table is sized per connection; keep a slot within a few cache lines.
+        // The table is sized per connection: issue 10's target is 256 bytes, four cache lines.
         assert!(
-            std::mem::size_of::<Slot>() <= 320,
+            std::mem::size_of::<Slot>() <= 256,
             "{}",
             std::mem::size_of::<Slot>()
         );

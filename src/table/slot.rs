@@ -123,9 +123,7 @@ impl Slot {
         crash::point();
         let p = write_bytes(&self.path, path);
         crash::point();
-        self.method_len.store(m as u32, Relaxed);
-        crash::point();
-        self.path_len.store(p as u32, Relaxed);
+        self.text_len.store(m as u32 | (p as u32) << 8, Relaxed);
         crash::point();
         self.text_seq.store(base.wrapping_add(2), Release);
         crash::point();
@@ -148,8 +146,9 @@ impl Slot {
                 std::hint::spin_loop();
                 continue;
             }
-            let m = read_bytes(&self.method, self.method_len.load(Relaxed) as usize);
-            let p = read_bytes(&self.path, self.path_len.load(Relaxed) as usize);
+            let len = self.text_len.load(Relaxed);
+            let m = read_bytes(&self.method, (len & 0xff) as usize);
+            let p = read_bytes(&self.path, (len >> 8 & 0xff) as usize);
             fence(Acquire);
             if self.text_seq.load(Relaxed) == before {
                 return (lossy(m), lossy(p));
