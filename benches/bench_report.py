@@ -136,29 +136,58 @@ def in_flight(level):
     return int(a.get("OpenReading") or 0) + int(a.get("OpenHandling") or 0)
 
 
-def scan_row(level):
-    us = level["scan"]["LastScanUs"]
+def split_passes(level):
+    """LastScanUs of the lookup passes and of the full dumps (LastScanFull 1). A page without
+    LastScanFull (before issue 10) made every pass a dump: all of them count as passes."""
+    us, full = level["scan"]["LastScanUs"], level["scan"].get("LastScanFull")
+    if not full or len(full) != len(us):
+        return us, []
+    return [u for u, f in zip(us, full) if not f], [u for u, f in zip(us, full) if f]
+
+
+def scan_row(level, us, what="one detection pass"):
     med = statistics.median(us)
     tcp = level.get("host_tcp", {})
     value = (f"{med:,.0f} µs median ({min(us):,}–{max(us):,}, {len(us)} scans; "
              f"{level['held']:,} held, {tcp.get('inuse', 0):,} TCP sockets on the host)")
-    return row(f"one detection pass, {level['conns']:,} idle keep-alive connections "
+    return row(f"{what}, {level['conns']:,} idle keep-alive connections "
                f"(LastScanUs)", value, f"≤ {SCAN_TARGET_US} µs", met(med <= SCAN_TARGET_US),
                bar_of("target", f"one pass, {level['conns']:,} idle", med * 100 / SCAN_TARGET_US,
                       100, f"{med:,.0f} µs"))
+
+
+def dump_row(level, us):
+    """The full dump every SocketGuardFullScanInterval: no target (the issue keeps it for what
+    the table cannot name, at a slower period), but its cost is part of the picture."""
+    med = statistics.median(us)
+    every = level.get("auto", {}).get("FullScanIntervalMs")
+    period = f", every {int(every):,} ms" if every else ""
+    return row(f"full dump{period}, {level['conns']:,} idle keep-alive connections "
+               f"(LastScanUs with LastScanFull 1)",
+               f"{med:,.0f} µs median ({min(us):,}–{max(us):,}, {len(us)} dumps)")
+
+
+def pass_rows(level):
+    passes, dumps = split_passes(level)
+    out = [scan_row(level, passes, "one detection pass" if not dumps else
+                    "one detection pass (lookups)")] if passes else [
+        row(f"one detection pass, {level['conns']:,} idle keep-alive connections",
+            "not measured: every sampled scan was a full dump", f"≤ {SCAN_TARGET_US} µs")]
+    return out + ([dump_row(level, dumps)] if dumps else [])
 
 
 def extra_scan_rows(level):
     """Other LastScan* keys (e.g. a lookup count, once the page has one)."""
     out = []
     for key, vals in sorted(level["scan"].items()):
-        if key == "LastScanUs" or not vals:
+        if key in ("LastScanUs", "LastScanFull") or not vals:
             continue
         med = statistics.median(vals)
         if "Lookup" in key:
             n = in_flight(level)
-            out.append(row(f"{key}, {level['conns']:,} idle connections", f"{med:,.0f} median",
-                           f"≤ in-flight requests ({n})", met(med <= n)))
+            out.append(row(f"{key}, {level['conns']:,} idle connections",
+                           f"{med:,.0f} median (max {max(vals):,})",
+                           f"≤ in-flight requests ({n})", met(max(vals) <= n)))
         else:
             out.append(row(f"{key}, {level['conns']:,} idle connections", f"{med:,.0f} median"))
     return out
@@ -168,7 +197,7 @@ def scan_rows(results):
     done = [l for l in levels(results) if l.get("scan")]
     if not done:
         return missing(results, "idle", "one detection pass at idle keep-alive connections")
-    return [r for l in done for r in [scan_row(l)] + extra_scan_rows(l)]
+    return [r for l in done for r in pass_rows(l) + extra_scan_rows(l)]
 
 
 def status_rows(results):

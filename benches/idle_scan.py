@@ -11,7 +11,8 @@ holds more than 15,000), AsyncRequestWorkerFactor large enough for the level, Ke
 page once and stays idle; above 18,000, from several source addresses 127.0.0.2, .3, ...,
 since one address has ~28k ephemeral ports), and:
 
-  - the detection pass: LastScanUs (and any other LastScan* key, e.g. a lookup count) of
+  - the detection pass: LastScanUs (and the other LastScan* keys: LastScanFull tells the
+    lookup passes from the full dumps, LastScanLookups counts the tuples asked for) of
     SCAN_SAMPLES distinct scans, read from /socket-status?auto right after each;
   - at STATUS_CONNS connections: every format of the status page fetched REPS times over a
     new HTTP/1.0 connection (connect to the last byte), with its size; at the other levels
@@ -27,7 +28,7 @@ process may not have more than RLIMIT_NOFILE's hard limit of descriptors.
 Writes build/bench/idle.json, which benches/bench.py turns into the table.
 
 Environment: IDLE (1000,10000,100000), STATUS_CONNS (10000; 0: no status page), SCAN_SAMPLES
-(7), REPS (7), OPEN_BATCH (32; event closes keep-alive connections of a child whose workers
+(12: with the default full-dump period of 5 intervals, 2 of them are dumps), REPS (7), OPEN_BATCH (32; event closes keep-alive connections of a child whose workers
 are all busy), SOCKET_GUARD_SO, APACHE2, APACHE_MODULES_DIR, BENCH_KEEP=1.
 """
 
@@ -71,7 +72,7 @@ def settings():
     return dict(gp.server_settings(),
                 levels=levels_of(os.environ.get("IDLE", "1000,10000,100000")),
                 status_conns=gp.env_int("STATUS_CONNS", 10000, 0, MAX_LEVEL),
-                scan_samples=gp.env_int("SCAN_SAMPLES", 7, 1, 30),
+                scan_samples=gp.env_int("SCAN_SAMPLES", 12, 1, 30),
                 reps=gp.env_int("REPS", 7, 1, 50),
                 open_batch=gp.env_int("OPEN_BATCH", 32, 1, 500),
                 keepalive_timeout=900)

@@ -131,6 +131,29 @@ class TableTest(unittest.TestCase):
         self.assertEqual(slot["met"], br.NO)
         self.assertIn("+45 series", by_measure(rows, "each added vhost")[0]["value"])
 
+    def test_lookup_passes_and_full_dumps_are_apart(self):
+        r = fixture()
+        lvl = r["idle"]["levels"][2]
+        lvl["scan"] = {"LastScanUs": [40, 30000, 50, 60, 31000], "LastScanFull": [0, 1, 0, 0, 1],
+                       "LastScanLookups": [1, 0, 1, 1, 0]}
+        lvl["auto"]["FullScanIntervalMs"] = "5000"
+        rows = br.all_rows(r)
+        passes = by_measure(rows, "one detection pass (lookups), 100,000")
+        self.assertEqual(len(passes), 1)
+        self.assertIn("50 µs median (40–60, 3 scans", passes[0]["value"])
+        self.assertEqual(passes[0]["met"], br.YES)
+        dumps = by_measure(rows, "full dump, every 5,000 ms, 100,000")
+        self.assertIn("30,500 µs median (30,000–31,000, 2 dumps)", dumps[0]["value"])
+        self.assertEqual(by_measure(rows, "LastScanLookups, 100,000")[0]["met"], br.YES)
+        self.assertEqual([x for x in rows if x["measure"].startswith("LastScanFull")], [])
+
+    def test_only_full_dumps_sampled_is_not_a_pass(self):
+        r = fixture()
+        r["idle"]["levels"][0]["scan"]["LastScanFull"] = [1, 1, 1]
+        row = by_measure(br.all_rows(r), "one detection pass, 1,000")[0]
+        self.assertIn("not measured", row["value"])
+        self.assertEqual(row["met"], br.NONE)
+
     def test_a_part_that_did_not_run_says_so(self):
         r = fixture()
         r["cpu"], r["idle"] = None, None
