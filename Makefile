@@ -14,6 +14,7 @@
 #                   idle connections, the status page at 10,000, shm per slot, Prometheus series;
 #                   build/bench/results.{md,svg} and docs/PERFORMANCE.md's summary (ROUNDS=,
 #                   REQUESTS=, IDLE=, PARTS=, UPDATE_DOCS=0: see benches/bench.py)
+#   make bench-floor  instructions of hooks that do nothing, and on Debian's default modules
 #   make bench-extra  the older benches: cargo benches, CPU per request with/without/no child
 #                   thread, guard_process.py, status_page.py (docs/PERFORMANCE.md's history)
 #   make demo-rescue  prefork story (~25 s): stuck, old_generation, hung, leaked, backlog
@@ -65,7 +66,7 @@ SOCKET_GUARD_DEB := $(CURDIR)/$(DEB)
 export SOCKET_GUARD_DEB
 
 .PHONY: all build bootstrap test test-unit test-bench test-contrib test-integration run start stop \
-        demo install deb test-deb bench bench-extra valgrind demo-rescue screenshots seed-replay \
+        demo install deb test-deb bench bench-extra bench-floor valgrind demo-rescue screenshots seed-replay \
         memcheck soak fuzz clean fmt lint help
 
 all: build
@@ -172,6 +173,14 @@ bench-extra: build valgrind
 	VARIANTS="with without nothread" ROUNDS=3 benches/cpu_per_request.py
 	benches/guard_process.py
 	benches/status_page.py
+
+# The instruction floor: hooks that do nothing (a C module, benches/floor/), and the module
+# on Debian's default module set, both counted as `make bench` counts the module (~12 min).
+bench-floor: build valgrind
+	benches/floor.sh
+	MODULE_SET=debian benches/floor.sh
+	MODULE_SET=debian benches/instructions.sh
+	MODULE_SET=debian KEEPALIVE=1 benches/instructions.sh
 
 # The five kinds of CLOSE_WAIT socket on a real prefork server, end to end (needs root).
 demo-rescue: build

@@ -12,8 +12,12 @@
 # KEEPALIVE=1 measures the other path instead: all requests on one keep-alive connection
 # (ab -k), i.e. the per-request hooks only.
 #
-# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500), KEEPALIVE (0), INSTR_RESULT (a file to
-# write "without=N with=N" to, for benches/bench.py). Needs valgrind.
+# MODULE_SET=debian loads what Debian's apache2 package enables by default (the modules and
+# their .conf files from /etc/apache2/mods-available, an access log in the combined format)
+# instead of the bare minimum: the same added instructions, divided by what a stock server does.
+#
+# Environment: SOCKET_GUARD_SO, N1 (500), N2 (2500), KEEPALIVE (0), MODULE_SET (minimal),
+# INSTR_RESULT (a file to write "without=N with=N" to, for benches/bench.py). Needs valgrind.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +27,9 @@ N1=${N1:-500}
 N2=${N2:-2500}
 MODULES_DIR=${APACHE_MODULES_DIR:-/usr/lib/apache2/modules}
 KEEPALIVE=${KEEPALIVE:-0}
+MODULE_SET=${MODULE_SET:-minimal}
+# Debian's default set (a2enmod state of a fresh apache2 install), mpm_event aside.
+DEBIAN_MODULES="access_compat alias auth_basic authn_core authn_file authz_host authz_user autoindex deflate dir env filter mime negotiation reqtimeout setenvif status"
 if [[ $KEEPALIVE == 1 ]]; then KA_CONF="KeepAlive On
 MaxKeepAliveRequests 0"; AB_K=(-k); WHAT="request, all on one keep-alive connection"; else
     KA_CONF="KeepAlive Off"; AB_K=(); WHAT="connection (1 request each, KeepAlive Off)"; fi
@@ -59,6 +66,16 @@ write_conf() { # write_conf NAME WITH_MODULE
         echo "ServerRoot $WORK"
         echo "LoadModule mpm_event_module $MODULES_DIR/mod_mpm_event.so"
         echo "LoadModule authz_core_module $MODULES_DIR/mod_authz_core.so"
+        if [[ $MODULE_SET == debian ]]; then
+            for m in $DEBIAN_MODULES; do
+                echo "LoadModule ${m}_module $MODULES_DIR/mod_$m.so"
+                local conf=/etc/apache2/mods-available/$m.conf
+                if [[ -f $conf ]]; then echo "Include $conf"; fi
+            done
+            echo "TypesConfig /etc/mime.types"
+            echo 'LogFormat "%h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" combined'
+            echo "CustomLog $WORK/$1.access.log combined"
+        fi
         if [[ $2 == 1 ]]; then
             echo "LoadModule socket_guard_module $SO"
             # A long interval keeps the guard thread's (time-dependent) work out of the count.
