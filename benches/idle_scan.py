@@ -122,8 +122,10 @@ def scan_keys(auto):
 
 
 def sample_scans(srv, n):
+    """n scans that all ran after the level settled: scan_autos's first read reports the scan
+    before it, which may have run while the last batch's requests were still in flight."""
     interval = gp.num(gp.status_auto(srv.port), "ScanIntervalMs")
-    autos = gp.scan_autos(srv.port, n, interval)
+    autos = gp.scan_autos(srv.port, n + 1, interval)[1:]
     keys = scan_keys(autos[0]) if autos else ["LastScanUs"]
     return {k: [gp.num(a, k) for a in autos] for k in keys}
 
@@ -166,7 +168,8 @@ def level(cfg, work, n):
         auto = wait_settled(srv, held, gp.mono() + 60)
         res["auto"] = {k: auto.get(k) for k in ("Open", "OpenKeepalive", "OpenReading",
                                                 "OpenHandling", "SlotsUsed", "SlotsTotal",
-                                                "Untracked", "ScanIntervalMs")}
+                                                "Untracked", "ScanIntervalMs",
+                                                "FullScanIntervalMs")}
         res["host_tcp"] = host_tcp()
         res["scan"] = sample_scans(srv, cfg["scan_samples"]) if n in cfg["levels"] else {}
         if res["scan"]:

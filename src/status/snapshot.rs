@@ -32,7 +32,7 @@ pub fn build(
 ) -> Snapshot {
     let mut snap = empty(info);
     let Some(t) = table else {
-        snap.kernel = kernel_view(kernel, &HashMap::new(), &[], &[], now_mono_ms, false);
+        snap.kernel = kernel_view(kernel, &[], &[], &[], now_mono_ms, false);
         return snap;
     };
     read_header(&mut snap, t, now_mono_ms);
@@ -128,13 +128,13 @@ fn read_vhosts(t: &SharedTable) -> Vec<VhostRow> {
         .collect()
 }
 
-/// What the walk over the slots found besides the rows: open connections per child, the
-/// row of each tracked connection by its tuple, and whether a socket sat in CLOSE_WAIT too
-/// long.
+/// What the walk over the slots found besides the rows: open connections per child, each
+/// tracked connection's tuple as recorded (row i's is `tuples[i]`; canonical only when the
+/// join needs it), and whether a socket sat in CLOSE_WAIT too long.
 #[derive(Default)]
 struct Seen {
     open_per_pid: HashMap<u32, u64>,
-    tuples: HashMap<Tuple, usize>,
+    tuples: Vec<Tuple>,
     any_overdue: bool,
 }
 
@@ -154,13 +154,13 @@ fn read_connections(snap: &mut Snapshot, t: &SharedTable, now_mono_ms: u64) -> S
         // still runs is `handling` here.
         let handling = v.state == SlotState::Handling;
         let shown = display_state(&v);
-        let (vhost, tuple) = (v.vhost, (canonical(v.local), canonical(v.client)));
+        let (vhost, tuple) = (v.vhost, (v.local, v.client));
         let row = conn_row(t, v, shown, now_mono_ms);
         count(snap, &mut seen, &row, vhost);
         if row.abandoned_ms.is_some() && handling {
             snap.totals.abandoned_now += 1;
         }
-        seen.tuples.insert(tuple, snap.connections.len());
+        seen.tuples.push(tuple);
         snap.connections.push(row);
     }
     seen
@@ -317,7 +317,7 @@ fn classify(t: &SharedTable, pid: u32, now_mono_ms: u64) -> CloseWaitClass {
 /// socket has been known to the guard process for `LEAK_AFTER_MS`.
 fn kernel_view(
     kernel: Result<Vec<KernelSocket>, String>,
-    tracked: &HashMap<Tuple, usize>,
+    tracked: &[Tuple],
     rows: &[ConnRow],
     leaks: &[LeakView],
     now_mono_ms: u64,
@@ -338,9 +338,9 @@ fn kernel_view(
         ..Default::default()
     };
     let leaks: HashMap<u64, &LeakView> = leaks.iter().map(|l| (l.inode, l)).collect();
-    for s in &sockets {
-        let tuple = (canonical(s.local), canonical(s.remote));
-        match tracked.get(&tuple).map(|&i| &rows[i]) {
+    let owners = owner_rows(&sockets, tracked);
+    for (s, owner) in sockets.iter().zip(owners) {
+        match owner.map(|i| &rows[i]) {
             None => match leaks.get(&s.inode) {
                 Some(l) if l.kind == leak_kind::LEAKED => {
                     view.leaked_count += 1;
@@ -384,6 +384,27 @@ fn kernel_view(
         Verdict::Churn
     };
     view
+}
+
+/// The row of each kernel socket, joined by tuple. The kernel lists only CLOSE_WAIT sockets,
+/// usually a handful, so they are hashed and every row is probed (no map of every row per
+/// request); with none listed there is nothing to join.
+fn owner_rows(sockets: &[KernelSocket], tracked: &[Tuple]) -> Vec<Option<usize>> {
+    let mut owners = vec![None; sockets.len()];
+    if sockets.is_empty() {
+        return owners;
+    }
+    let wanted: HashMap<Tuple, usize> = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((canonical(s.local), canonical(s.remote)), i))
+        .collect();
+    for (row, &(local, client)) in tracked.iter().enumerate() {
+        if let Some(&i) = wanted.get(&(canonical(local), canonical(client))) {
+            owners[i] = Some(row);
+        }
+    }
+    owners
 }
 
 #[cfg(test)]
