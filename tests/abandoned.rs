@@ -46,11 +46,11 @@ fn cgi_pids(conns: &[Conn]) -> Vec<i32> {
     conns
         .iter()
         .map(|c| {
-            let port = c.local_port();
+            let (server, port) = (c.port, c.local_port());
             wait_until(Duration::from_secs(10), "the CGI to start", || {
-                !serving(port).is_empty()
+                !serving_to(server, port).is_empty()
             });
-            let pids = serving(port);
+            let pids = serving_to(server, port);
             *pids
                 .iter()
                 .find(|p| !pids.contains(&common::proc_stat(**p).map_or(0, |s| s.ppid)))

@@ -14,7 +14,19 @@ use std::time::{Duration, Instant};
 /// Pids whose environment names `REMOTE_PORT=<client_port>` and `REMOTE_ADDR=127.0.0.1`:
 /// the CGI serving that client's request and its children (the test runs as root).
 pub fn serving(client_port: u16) -> Vec<i32> {
+    serving_where(client_port, None)
+}
+
+/// `serving`, and only on the server listening on `server_port` (`SERVER_PORT`): a CGI an
+/// earlier test's server left running for a client that had the same ephemeral port is not
+/// this request's.
+pub fn serving_to(server_port: u16, client_port: u16) -> Vec<i32> {
+    serving_where(client_port, Some(server_port))
+}
+
+fn serving_where(client_port: u16, server_port: Option<u16>) -> Vec<i32> {
     let want_port = format!("REMOTE_PORT={client_port}");
+    let want_server = server_port.map(|p| format!("SERVER_PORT={p}"));
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return out;
@@ -29,6 +41,9 @@ pub fn serving(client_port: u16) -> Vec<i32> {
         let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
         if vars.contains(&want_port.as_bytes())
             && vars.contains(&&b"REMOTE_ADDR=127.0.0.1"[..])
+            && want_server
+                .as_ref()
+                .is_none_or(|w| vars.contains(&w.as_bytes()))
             && alive(pid)
         {
             out.push(pid);
