@@ -4,8 +4,8 @@
 //! are what the scan looks up each interval.
 //!
 //! One bit per slot, in words after the slots, so the scan reads 8 bytes per 64 slots
-//! instead of walking 300-byte slots: at 100,000 idle connections that is 12.5 KB rather
-//! than 30 MB. The holder only ever sets its bit, on entering reading or handling (after the
+//! instead of walking 256-byte slots: at 100,000 idle connections that is 12.5 KB rather
+//! than 25.6 MB. The holder only ever sets its bit, on entering reading or handling (after the
 //! lease swap); the scanner clears the bits of slots it finds not in flight (`sweep`), so a
 //! keep-alive request costs one atomic operation, not two. The bits are a hint: the scanner
 //! reads each flagged slot's lease. A process that dies between its lease swap and its bit
@@ -38,21 +38,20 @@ impl SharedTable {
         }
     }
 
-    /// The slots in flight now, in order, with the bits of those that are not cleared (the
-    /// scanner's job). A bit is cleared first and the lease read after: a holder that entered
-    /// reading or handling before the clear is seen then (its set preceded the clear), and one
-    /// that does so after sets the bit again.
+    /// The slots in flight now, in order; the bits of the other flagged slots are cleared
+    /// (the scanner's job). A bit is cleared first and the lease read again after: a holder
+    /// that entered reading or handling before the clear is seen then (its set preceded the
+    /// clear), and one that does so after sets the bit again.
     pub fn sweep_in_flight(&self) -> Vec<usize> {
         let mut out = Vec::new();
         let slots = self.slots();
+        let in_flight = |i: usize| slots.get(i).is_some_and(|s| s.lease().state.in_flight());
         for (w, word) in self.inflight().iter().enumerate() {
             let mut bits = word.load(Relaxed);
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 let bit = bits & bits.wrapping_neg();
                 bits &= bits - 1;
-                let in_flight =
-                    |i: usize| slots.get(i).is_some_and(|s| s.lease().state.in_flight());
                 if in_flight(i) {
                     out.push(i);
                     continue;
