@@ -175,7 +175,7 @@ bench-extra: build valgrind
 	benches/status_page.py
 
 # The instruction floor: hooks that do nothing (a C module, benches/floor/), and the module
-# on Debian's default module set, both counted as `make bench` counts the module (~12 min).
+# on Debian's default module set, both counted as `make bench` counts the module (~3 min).
 bench-floor: build valgrind
 	benches/floor.sh
 	MODULE_SET=debian benches/floor.sh
